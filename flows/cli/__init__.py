@@ -1,0 +1,47 @@
+"""The `sr-geo` command: one module per subcommand, errors as one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from sr_geo import __version__
+from sr_geo.errors import SrGeoError
+
+# Quiet defaults for a terminal tool; each can still be overridden from the environment.
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("GDAL_PAM_ENABLED", "NO")
+
+
+class _Group(click.Group):
+    """Turns sr-geo's own errors into `sr-geo: error: ...` and exit code 2, without a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SrGeoError as exc:
+            click.echo(f"sr-geo: error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("sr-geo: interrupted; rerun the same command to resume", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="sr-geo")
+def main() -> None:
+    """Super-resolve georeferenced rasters: tiles in Zarr, models on Ray, flows on Prefect, COG out."""
+
+
+def _register() -> None:
+    from flows.cli import demo, inspect, run
+
+    for module in (run, demo, inspect):
+        main.add_command(module.command)
+
+
+_register()

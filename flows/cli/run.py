@@ -1,0 +1,22 @@
+"""`sr-geo run SCENE -o OUT`: super-resolve one raster into a COG."""
+
+from __future__ import annotations
+
+import click
+
+from flows.cli.options import pipeline_options, print_summary
+from sr_geo.models.registry import ModelSpec
+from sr_geo.preflight import validate_request
+
+
+@click.command("run")
+@click.argument("source")
+@click.option("-o", "--output", "destination", required=True, help="Output COG path.")
+@click.option("--quicklook", type=click.Path(dir_okay=False), help="Also write a before/after PNG here.")
+@pipeline_options
+def command(source: str, destination: str, quicklook: str | None, **options) -> None:
+    """Super-resolve SOURCE (any raster GDAL reads) into a Cloud Optimized GeoTIFF."""
+    validate_request(source, destination, ModelSpec(options["model"], options["scale"], options["weights"]))
+    from flows.scene import super_resolve_scene  # Prefect and Ray load only once the request is valid
+
+    print_summary(super_resolve_scene(source, destination, quicklook=quicklook, **options))

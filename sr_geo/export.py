@@ -1,0 +1,118 @@
+"""Write the store's output as a Cloud Optimized GeoTIFF with the input's georeferencing.
+
+Tiles are written chunk by chunk into a tiled GeoTIFF in the work dir (bounded memory), which
+GDAL's COG driver then copies into the final layout with overviews. The COG is written under a
+hidden temporary name beside the target and renamed into place, so a killed run never leaves a
+partial file at the output path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.enums import ColorInterp
+from rasterio.windows import Window
+
+from sr_geo.scene import SceneInfo
+from sr_geo.store import TileStore
+
+BLOCK = 512
+
+
+def to_dtype(values: np.ndarray, valid: np.ndarray, dtype: str, nodata: float | None) -> np.ndarray:
+    """Round and clip float output into `dtype`; masked pixels become nodata, valid ones never do.
+
+    A valid pixel that would round onto the nodata value is moved one step away from it, otherwise
+    every reader would take it for a hole.
+    """
+    if np.issubdtype(np.dtype(dtype), np.integer):
+        info = np.iinfo(dtype)
+        out = np.clip(np.rint(values), info.min, info.max).astype(dtype)
+        if nodata is not None:
+            step = -1 if nodata == info.max else 1
+            out[(out == nodata) & valid] = np.array(nodata + step).astype(dtype)
+    else:
+        out = values.astype(dtype)
+    if nodata is not None:
+        out[:, ~valid] = np.array(nodata).astype(dtype)
+    return out
+
+
+def provenance_tags(store: TileStore) -> dict[str, str]:
+    attrs = store.attrs
+    return {
+        "SR_GEO_VERSION": attrs["version"],
+        "SR_GEO_MODEL": attrs["model"]["name"],
+        "SR_GEO_WEIGHTS_SHA256": attrs["model"]["weights_sha256"],
+        "SR_GEO_SCALE": str(store.plan.scale),
+        "SR_GEO_HALO": str(store.plan.halo),
+        "SR_GEO_TILE": str(store.plan.tile_height),
+        "SR_GEO_SOURCE": os.path.basename(attrs["source"]["path"]),
+        "SR_GEO_SOURCE_SIZE": str(attrs["source"]["size"]),
+        "SR_GEO_RUN_KEY": attrs["run_key"],
+    }
+
+
+def _write_tiles(store: TileStore, scene: SceneInfo, path: Path, on_tile: Callable[[int], None] | None) -> None:
+    plan, s = store.plan, store.plan.scale
+    height, width = plan.output_shape
+    profile = {
+        "driver": "GTiff", "width": width, "height": height, "count": scene.count, "dtype": scene.dtype,
+        "crs": scene.grid.crs, "transform": scene.grid.transform * Affine.scale(1 / s),
+        "nodata": scene.nodata, "tiled": True, "blockxsize": BLOCK, "blockysize": BLOCK,
+        "compress": "zstd", "zstd_level": 1, "bigtiff": "if_safer",
+    }
+    use_mask = scene.has_mask and scene.nodata is None
+    output, valid = store.group["output"], store.group["valid"]
+    with rasterio.open(path, "w", **profile) as dst:
+        for tile in plan.tiles():
+            (r0, c0), h, w = tile.pad_before, int(tile.core.height), int(tile.core.width)
+            core_valid = valid[tile.id, 0, r0 : r0 + h, c0 : c0 + w]
+            up_valid = np.repeat(np.repeat(core_valid, s, axis=0), s, axis=1)
+            y0, x0 = int(tile.core.row_off) * s, int(tile.core.col_off) * s
+            values = output[:, y0 : y0 + h * s, x0 : x0 + w * s]
+            window = Window(x0, y0, w * s, h * s)
+            dst.write(to_dtype(values, up_valid, scene.dtype, scene.nodata), window=window)
+            if use_mask:
+                dst.write_mask((up_valid * 255).astype("uint8"), window=window)
+            if on_tile is not None:
+                on_tile(tile.id)
+        dst.descriptions = scene.descriptions
+        dst.colorinterp = [ColorInterp[name] for name in scene.colorinterp]
+        dst.units = scene.units
+        dst.scales, dst.offsets = scene.scales, scene.offsets
+        dst.update_tags(**provenance_tags(store))
+
+
+def export_cog(
+    store: TileStore,
+    destination: str | Path,
+    scratch_dir: str | Path,
+    *,
+    on_tile: Callable[[int], None] | None = None,
+    threads: int | str = "ALL_CPUS",
+) -> Path:
+    """Write `destination` atomically from a fully inferred store; returns the destination path."""
+    destination = Path(destination)
+    scene = SceneInfo.from_attrs(store.attrs["scene"])
+    scratch = Path(scratch_dir) / f"{destination.stem}.stitched.tif"
+    partial = destination.with_name(f".{destination.name}.partial")
+    try:
+        _write_tiles(store, scene, scratch, on_tile)
+        integer = np.issubdtype(np.dtype(scene.dtype), np.integer)
+        rasterio.shutil.copy(
+            scratch, partial, driver="COG", BLOCKSIZE=BLOCK, COMPRESS="DEFLATE",
+            PREDICTOR="YES" if integer else "NO", OVERVIEWS="AUTO", OVERVIEW_RESAMPLING="AVERAGE",
+            NUM_THREADS=str(threads), BIGTIFF="IF_SAFER",
+        )
+        os.replace(partial, destination)
+    finally:
+        partial.unlink(missing_ok=True)
+        scratch.unlink(missing_ok=True)
+    return destination

@@ -1,0 +1,50 @@
+"""The contract every super-resolution model in sr-geo fulfils.
+
+Models work on per-band standardised pixels ((x - scene mean) / scene std, invalid pixels set to 0),
+so one set of weights serves uint8 aerial, uint16 reflectance and float data alike; the pipeline owns
+normalisation, the model never sees raw digital numbers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sr_geo.models.receptive import theoretical_radius
+
+
+class SRModel(nn.Module):
+    """A single-image model mapping (N, C, H, W) to (N, C, H·scale, W·scale).
+
+    `receptive_radius` is what the tile planner uses as the default halo: the measured effective
+    radius when the weights carry one, otherwise the theoretical radius computed from the network.
+    """
+
+    arch: str = ""
+    temporal: bool = False
+
+    def __init__(self, bands: int, scale: int) -> None:
+        super().__init__()
+        self.bands = bands
+        self.scale = scale
+        self.effective_radius: int | None = None
+        self._theoretical_radius: int | None = None
+
+    def config(self) -> dict:
+        """Constructor arguments, stored in the weights header so the model rebuilds without pickle."""
+        return {"bands": self.bands, "scale": self.scale}
+
+    @property
+    def theoretical_radius(self) -> int:
+        if self._theoretical_radius is None:
+            self._theoretical_radius = theoretical_radius(self, self.bands, self.scale)
+        return self._theoretical_radius
+
+    @property
+    def receptive_radius(self) -> int:
+        if self.effective_radius is not None:
+            return self.effective_radius
+        return self.theoretical_radius
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError

@@ -1,0 +1,32 @@
+"""Everything that can be refused before any work starts, in one place for the CLI and the flows."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sr_geo.errors import InvalidRequestError
+from sr_geo.models.registry import ModelSpec, weights_path
+from sr_geo.scene import SceneInfo, check_has_valid_pixels, inspect_scene
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return os.path.abspath(a) == os.path.abspath(b)
+
+
+def validate_request(source: str, destination: str, spec: ModelSpec) -> SceneInfo:
+    """Validate input, output path and model together; returns the scene so it is read only once."""
+    if _same_file(source, destination):
+        raise InvalidRequestError(f"{destination}: output path is the input itself; choose another output path")
+    if os.path.isdir(destination):
+        raise InvalidRequestError(f"{destination}: output path is a directory; give a file name such as out.tif")
+    scene = inspect_scene(source)
+    check_has_valid_pixels(source)
+    weights_path(spec, scene.count)
+    parent = Path(destination).resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(parent, os.W_OK):
+        raise InvalidRequestError(f"{parent}: output directory is not writable")
+    return scene

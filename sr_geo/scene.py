@@ -1,0 +1,165 @@
+"""What sr-geo needs to know about an input raster, read once and validated up front.
+
+Reading the header is cheap, and every later stage trusts it: a scene that passes `inspect_scene`
+can be tiled. All refusals happen here, as one-line `InvalidRasterError`s.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import MaskFlags, Resampling
+from rasterio.errors import RasterioIOError
+
+from sr_geo.errors import InvalidRasterError
+from sr_geo.grid import Grid, check_north_up
+
+SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+
+
+@dataclass(frozen=True)
+class SceneInfo:
+    """Header facts of one input raster, plus the file identity used for provenance and resume."""
+
+    path: str
+    grid: Grid
+    count: int
+    dtype: str
+    nodata: float | None
+    has_mask: bool
+    descriptions: tuple[str | None, ...]
+    colorinterp: tuple[str, ...]
+    units: tuple[str, ...]
+    scales: tuple[float, ...]
+    offsets: tuple[float, ...]
+    size_bytes: int
+    mtime: float
+
+    @property
+    def band_names(self) -> tuple[str, ...]:
+        return tuple(d or f"band_{i + 1}" for i, d in enumerate(self.descriptions))
+
+    @property
+    def masked(self) -> bool:
+        """Whether some pixels may be invalid (a nodata value or an internal/external mask)."""
+        return self.nodata is not None or self.has_mask
+
+    def to_attrs(self) -> dict:
+        """JSON-serialisable form for store attributes and provenance tags."""
+        return {
+            "path": self.path,
+            "crs_wkt": self.grid.crs,
+            "transform": list(self.grid.transform)[:6],
+            "width": self.grid.width,
+            "height": self.grid.height,
+            "count": self.count,
+            "dtype": self.dtype,
+            "nodata": self.nodata,
+            "has_mask": self.has_mask,
+            "descriptions": list(self.descriptions),
+            "colorinterp": list(self.colorinterp),
+            "units": list(self.units),
+            "scales": list(self.scales),
+            "offsets": list(self.offsets),
+            "size_bytes": self.size_bytes,
+            "mtime": self.mtime,
+        }
+
+    @classmethod
+    def from_attrs(cls, attrs: dict) -> SceneInfo:
+        grid = Grid(
+            crs=attrs["crs_wkt"], transform=Affine(*attrs["transform"]), width=attrs["width"], height=attrs["height"]
+        )
+        fields = {k: v for k, v in attrs.items() if k not in ("crs_wkt", "transform", "width", "height")}
+        return cls(grid=grid, **{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+
+
+def _open(path: str) -> rasterio.DatasetReader:
+    if not path.startswith(("s3://", "gs://", "az://", "http://", "https://", "/vsi")):
+        if not os.path.exists(path):
+            raise InvalidRasterError(f"{path}: no such file")
+        if os.path.isdir(path):
+            raise InvalidRasterError(f"{path}: is a directory, not a raster file")
+        if os.path.getsize(path) == 0:
+            raise InvalidRasterError(f"{path}: file is empty")
+    try:
+        return rasterio.open(path)
+    except RasterioIOError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else "unreadable"
+        raise InvalidRasterError(f"{path}: not a readable raster ({reason})") from None
+
+
+def _has_mask(ds: rasterio.DatasetReader) -> bool:
+    """An internal or external per-dataset mask, or alpha band (not a mere nodata value)."""
+    return any(
+        MaskFlags.per_dataset in flags or MaskFlags.alpha in flags for flags in ds.mask_flag_enums
+    )
+
+
+def inspect_scene(path: str) -> SceneInfo:
+    """Open, validate and describe `path`; raise `InvalidRasterError` with a one-line reason."""
+    with _open(path) as ds:
+        if ds.crs is None:
+            if ds.gcps[0]:
+                raise InvalidRasterError(
+                    f"{path}: raster is georeferenced by GCPs only (warp it to a grid first, "
+                    "e.g. gdalwarp -t_srs EPSG:xxxx)"
+                )
+            raise InvalidRasterError(f"{path}: raster has no CRS (assign one, e.g. gdal_edit -a_srs)")
+        check_north_up(ds.transform, path)
+        dtypes = set(ds.dtypes)
+        if len(dtypes) != 1:
+            raise InvalidRasterError(f"{path}: bands have different data types {sorted(dtypes)}")
+        dtype = ds.dtypes[0]
+        if dtype not in SUPPORTED_DTYPES:
+            raise InvalidRasterError(
+                f"{path}: data type {dtype} is not supported (use one of {', '.join(SUPPORTED_DTYPES)})"
+            )
+        try:
+            # Touch the first block: a truncated file has a valid header but no pixels.
+            ds.read(1, window=((0, min(ds.height, 1)), (0, min(ds.width, 1))))
+        except RasterioIOError as exc:
+            raise InvalidRasterError(f"{path}: pixel data cannot be read ({str(exc).splitlines()[0]})") from None
+        stat = os.stat(path) if os.path.exists(path) else None
+        return SceneInfo(
+            path=path,
+            grid=Grid(crs=ds.crs.to_wkt(), transform=ds.transform, width=ds.width, height=ds.height),
+            count=ds.count,
+            dtype=dtype,
+            nodata=None if ds.nodata is None else float(ds.nodata),
+            has_mask=_has_mask(ds),
+            descriptions=tuple(ds.descriptions),
+            colorinterp=tuple(ci.name for ci in ds.colorinterp),
+            units=tuple(u or "" for u in ds.units),
+            scales=tuple(float(s) for s in ds.scales),
+            offsets=tuple(float(o) for o in ds.offsets),
+            size_bytes=stat.st_size if stat else 0,
+            mtime=stat.st_mtime if stat else 0.0,
+        )
+
+
+def check_has_valid_pixels(path: str, block: int = 1024) -> None:
+    """Refuse a raster whose every pixel is nodata/masked, before any work is scheduled.
+
+    A decimated read answers almost every real scene at once; only a scene that looks empty at
+    low resolution is read in full, block by block, so the check stays bounded in memory.
+    """
+    with _open(path) as ds:
+        out_shape = (min(ds.height, block), min(ds.width, block))
+        if ds.dataset_mask(out_shape=out_shape, resampling=Resampling.nearest).any():
+            return
+        for row in range(0, ds.height, block):
+            for col in range(0, ds.width, block):
+                window = ((row, min(row + block, ds.height)), (col, min(col + block, ds.width)))
+                if ds.dataset_mask(window=window).any():
+                    return
+    raise InvalidRasterError(f"{path}: every pixel is nodata or masked; there is nothing to super-resolve")
+
+
+def valid_mask(ds: rasterio.DatasetReader, window) -> np.ndarray:
+    """GDAL's dataset mask as bool: a pixel is valid where any band is valid."""
+    return ds.dataset_mask(window=window) > 0

@@ -1,0 +1,176 @@
+"""The per-run Zarr 3 store: input tiles, their statistics, the output image and completion markers.
+
+Layout (one group per run, at a local path or any fsspec URL):
+
+- `input`  (tile, time, band, y, x), source dtype, one chunk per tile (the padded tile region);
+- `valid`  (tile, time, y, x), bool, one chunk per tile;
+- `stats`  (tile, time, band, 3) float64: count, sum and sum of squares of the tile core's valid
+  pixels, from which scene statistics for normalisation are reduced without another pass;
+- `output` (band, y, x) float32 on the output grid, chunked so each tile core is exactly one chunk;
+- `tiled`, `done` (tile,) uint8 markers, one chunk per tile.
+
+Zarr's unit of writing is the chunk (the shard, with sharding), so every writer owns whole chunks:
+a tile writes its own input/valid/stats/output chunks, then its own marker chunk. Many processes can
+therefore work on one store at once, and a marker set means the tile's data is complete, which is
+what makes retries and resumes safe. Sharding is deliberately off for the same reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import zarr
+import zarr.codecs
+
+from sr_geo import __version__
+from sr_geo.plan import Tile, TilePlan
+from sr_geo.scene import SceneInfo
+
+FORMAT = "sr-geo-store/1"
+_LZ4 = zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """Everything that determines the output; a store is reused only when all of it matches."""
+
+    source_path: str
+    source_size: int
+    source_mtime: float
+    model: str
+    weights_sha256: str
+    scale: int
+    tile: int
+    halo: int
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+
+
+class TileStore:
+    """Typed access to one run's Zarr group; opened by path/URL in every process that needs it."""
+
+    def __init__(self, group: zarr.Group) -> None:
+        self.group = group
+        self.attrs = dict(group.attrs)["sr_geo"]
+        self.plan = TilePlan(**self.attrs["plan"])
+        self.frames = int(self.attrs["frames"])
+
+    # -- creation and opening -------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        url: str,
+        *,
+        scene: SceneInfo,
+        plan: TilePlan,
+        key: RunKey,
+        model_attrs: dict,
+        frames: int = 1,
+        storage_options: dict | None = None,
+    ) -> TileStore:
+        """Create the arrays, then the attributes: a store without attributes is an aborted create."""
+        group = zarr.open_group(url, mode="w", storage_options=storage_options)
+        n, bands = plan.n_tiles, scene.count
+        rh, rw = plan.region_shape
+        group.create_array(
+            "input", shape=(n, frames, bands, rh, rw), chunks=(1, frames, bands, rh, rw),
+            dtype=scene.dtype, compressors=_LZ4, fill_value=0,
+            dimension_names=("tile", "time", "band", "y", "x"),
+        )
+        group.create_array(
+            "valid", shape=(n, frames, rh, rw), chunks=(1, frames, rh, rw), dtype="bool",
+            compressors=_LZ4, fill_value=False, dimension_names=("tile", "time", "y", "x"),
+        )
+        group.create_array(
+            "stats", shape=(n, frames, bands, 3), chunks=(1, frames, bands, 3), dtype="float64",
+            fill_value=0.0, dimension_names=("tile", "time", "band", "stat"),
+        )
+        group.create_array(
+            "output", shape=(bands, *plan.output_shape), chunks=(bands, *plan.output_chunk),
+            dtype="float32", compressors=_LZ4, fill_value=np.nan, dimension_names=("band", "y", "x"),
+        )
+        for marker in ("tiled", "done"):
+            group.create_array(marker, shape=(n,), chunks=(1,), dtype="uint8", fill_value=0,
+                               dimension_names=("tile",))
+        group.attrs["sr_geo"] = {
+            "format": FORMAT,
+            "version": __version__,
+            "run_key": key.digest(),
+            "frames": frames,
+            "plan": plan.to_attrs(),
+            "scene": scene.to_attrs(),
+            "crs_wkt": scene.grid.crs,
+            "transform": list(scene.grid.transform)[:6],
+            "output_transform": list(scene.grid.zoom_in(plan.scale).transform)[:6],
+            "band_names": list(scene.band_names),
+            "nodata": scene.nodata,
+            "dtype": scene.dtype,
+            "model": model_attrs,
+            "source": {"path": key.source_path, "size": key.source_size, "mtime": key.source_mtime},
+        }
+        return cls(group)
+
+    @classmethod
+    def open(cls, url: str, storage_options: dict | None = None, mode: str = "r+") -> TileStore:
+        return cls(zarr.open_group(url, mode=mode, storage_options=storage_options))
+
+    @classmethod
+    def open_or_create(cls, url: str, *, key: RunKey, storage_options: dict | None = None, **create) -> TileStore:
+        """Reuse a finished-creating store with the same run key (resume); otherwise start afresh."""
+        try:
+            group = zarr.open_group(url, mode="r+", storage_options=storage_options)
+            attrs = dict(group.attrs).get("sr_geo", {})
+            if attrs.get("format") == FORMAT and attrs.get("run_key") == key.digest():
+                return cls(group)
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
+            pass
+        return cls.create(url, key=key, storage_options=storage_options, **create)
+
+    # -- markers --------------------------------------------------------------------------------
+
+    def pending(self, marker: str) -> list[int]:
+        """Tile ids whose `marker` ('tiled' or 'done') is not set yet."""
+        return np.flatnonzero(self.group[marker][:] == 0).tolist()
+
+    def mark(self, marker: str, tile_id: int) -> None:
+        self.group[marker][tile_id] = 1
+
+    # -- tiles ----------------------------------------------------------------------------------
+
+    def write_input(self, tile_id: int, frame: int, data: np.ndarray, valid: np.ndarray, stats: np.ndarray) -> None:
+        self.group["input"][tile_id, frame] = data
+        self.group["valid"][tile_id, frame] = valid
+        self.group["stats"][tile_id, frame] = stats
+
+    def read_inputs(self, tile_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(N, T, B, h, w) pixels and (N, T, h, w) validity for a batch of tiles."""
+        index = np.asarray(tile_ids)
+        return (
+            self.group["input"].get_orthogonal_selection((index,)),
+            self.group["valid"].get_orthogonal_selection((index,)),
+        )
+
+    def write_output(self, tile: Tile, core: np.ndarray) -> None:
+        s = self.plan.scale
+        y0, x0 = int(tile.core.row_off) * s, int(tile.core.col_off) * s
+        self.group["output"][:, y0 : y0 + core.shape[-2], x0 : x0 + core.shape[-1]] = core
+
+    def band_statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-band mean and std over every valid core pixel of every frame.
+
+        Computed from the per-tile sums, so it is exact and costs one small read.
+        """
+        sums = self.group["stats"][:].sum(axis=(0, 1))  # (band, 3)
+        count = np.maximum(sums[:, 0], 1.0)
+        mean = sums[:, 1] / count
+        var = np.maximum(sums[:, 2] / count - mean**2, 0.0)
+        std = np.sqrt(var)
+        return mean, np.where(std > 0, std, 1.0)
+
+    def valid_pixel_count(self) -> int:
+        return int(self.group["stats"][:, :, 0, 0].sum())

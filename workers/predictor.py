@@ -1,0 +1,84 @@
+"""Predictor actors and the pool that feeds them tile ids.
+
+Each actor loads its model once (on a GPU when Ray gives it one) and works on batches of tile ids:
+it reads those tiles from the store, runs the model and writes the output chunks itself. The driver
+sends only ids and receives only ids. Ray restarts a crashed actor and retries its batch, which is
+safe because a batch rewrites exactly the chunks it owns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import ray
+import torch
+from ray.util import ActorPool
+
+from sr_geo.inference import TilePredictor, choose_device
+from sr_geo.models.registry import ModelSpec, build_model
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """How much of the cluster inference uses: actors, CPU threads and GPUs (fractional) per actor."""
+
+    actors: int = 1
+    threads: int = 1
+    gpus_per_actor: float = 0.0
+    batch_size: int = 4
+    device: str = "auto"
+
+
+@ray.remote(max_restarts=3, max_task_retries=3)
+class PredictorActor:
+    def __init__(self, store_url: str, spec: ModelSpec, bands: int, device: str, threads: int,
+                 storage_options: dict | None) -> None:
+        torch.set_num_threads(threads)
+        self.predictor = TilePredictor(store_url, build_model(spec, bands), choose_device(device), storage_options)
+
+    def predict(self, tile_ids: list[int]) -> list[int]:
+        return self.predictor.predict(tile_ids)
+
+
+def default_pool(cpus: int, gpus: int, batch_size: int, device: str = "auto") -> PoolConfig:
+    """One actor per GPU when there are GPUs; otherwise one actor using every CPU thread.
+
+    On CPU a single actor with all threads beats several single-threaded ones: torch parallelises
+    the convolutions, and a second model copy would only add memory.
+    """
+    if gpus and device in ("auto", "cuda"):
+        return PoolConfig(actors=gpus, threads=max(1, cpus // gpus), gpus_per_actor=1.0, batch_size=batch_size, device="cuda")
+    return PoolConfig(actors=1, threads=max(1, cpus), batch_size=batch_size, device="cpu" if device == "auto" else device)
+
+
+def run_pool(
+    store_url: str,
+    tile_ids: list[int],
+    spec: ModelSpec,
+    bands: int,
+    pool: PoolConfig,
+    *,
+    storage_options: dict | None = None,
+    on_batch: Callable[[list[int]], None] | None = None,
+) -> int:
+    """Run every id in `tile_ids` through a pool of predictor actors; returns the number processed."""
+    if not tile_ids:
+        return 0
+    actors = [
+        PredictorActor.options(num_cpus=pool.threads, num_gpus=pool.gpus_per_actor).remote(
+            store_url, spec, bands, pool.device, pool.threads, storage_options
+        )
+        for _ in range(pool.actors)
+    ]
+    batches = [tile_ids[i : i + pool.batch_size] for i in range(0, len(tile_ids), pool.batch_size)]
+    done = 0
+    try:
+        for finished in ActorPool(actors).map_unordered(lambda actor, ids: actor.predict.remote(ids), batches):
+            done += len(finished)
+            if on_batch is not None:
+                on_batch(finished)
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+    return done

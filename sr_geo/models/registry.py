@@ -16,10 +16,12 @@ from sr_geo.errors import InvalidRequestError
 from sr_geo.models.base import SRModel
 from sr_geo.models.bicubic import Bicubic
 from sr_geo.models.cnn import CNN
+from sr_geo.models.lanczos import Lanczos
 from sr_geo.models.weights import file_sha256, load_weights
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-ARCHITECTURES: dict[str, type[SRModel]] = {"bicubic": Bicubic, "cnn": CNN}
+ARCHITECTURES: dict[str, type[SRModel]] = {"bicubic": Bicubic, "lanczos": Lanczos, "cnn": CNN}
+CLASSICAL = ("bicubic", "lanczos")
 SCALES = (2, 4)
 
 
@@ -62,7 +64,7 @@ def weights_path(spec: ModelSpec, bands: int) -> Path | None:
     """The weights file that serves `bands` bands, or None for a model without weights."""
     if spec.weights:
         return Path(spec.weights)
-    if spec.name == "bicubic":
+    if spec.name in CLASSICAL:
         return None
     for count in (bands, 1):
         candidate = WEIGHTS_DIR / f"{spec.name}_x{spec.scale}_{count}b.safetensors"
@@ -83,7 +85,7 @@ def weights_id(spec: ModelSpec, bands: int) -> str:
 def build_model(spec: ModelSpec, bands: int) -> SRModel:
     path = weights_path(spec, bands)
     if path is None:
-        return Bicubic(bands, spec.scale).eval()
+        return ARCHITECTURES[spec.name](bands, spec.scale).eval()
     model = load_weights(path, ARCHITECTURES)
     if model.scale != spec.scale:
         raise InvalidRequestError(f"{path}: weights are for ×{model.scale}, not ×{spec.scale}")

@@ -1,0 +1,86 @@
+"""Shared fixtures: tiny synthetic rasters on an explicit UTM grid, and real local Ray and Prefect.
+
+Rasters are made by the tests themselves (fixed seeds), so the suite runs on a fresh clone.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("GDAL_PAM_ENABLED", "NO")
+
+UTM_CRS = "EPSG:32618"
+# 10 m pixels, upper-left corner at (435730 E, 4179460 N): a Sentinel-2 10 m grid in UTM 18N.
+UTM_TRANSFORM = Affine(10.0, 0.0, 435730.0, 0.0, -10.0, 4179460.0)
+
+
+def smooth_texture(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """Band-limited random texture in [0, 1]: image-like, so models and metrics behave as on real data."""
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal(shape)
+    fy = np.fft.fftfreq(shape[-2])[:, None]
+    fx = np.fft.fftfreq(shape[-1])[None, :]
+    spectrum = np.fft.fft2(noise) / (1.0 + (np.hypot(fy, fx) * 12) ** 2)
+    img = np.real(np.fft.ifft2(spectrum))
+    lo = img.min(axis=(-2, -1), keepdims=True)
+    hi = img.max(axis=(-2, -1), keepdims=True)
+    return (img - lo) / (hi - lo)
+
+
+def write_raster(path: Path, data: np.ndarray, *, nodata: float | None = None, mask: np.ndarray | None = None,
+                 transform: Affine = UTM_TRANSFORM, crs: str | None = UTM_CRS, **extra) -> Path:
+    """Write (bands, H, W) `data` as a GeoTIFF; `mask` (H, W) bool is written as an internal mask."""
+    profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1], "count": data.shape[0],
+               "dtype": data.dtype.name, "crs": crs, "transform": transform, "nodata": nodata, **extra}
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(data)
+            if mask is not None:
+                dst.write_mask(mask.astype("uint8") * 255)
+    return path
+
+
+@pytest.fixture
+def make_raster(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: make_raster(height, width, bands=3, dtype='uint16', seed=0, name=..., **write_raster kwargs)."""
+
+    def make(height: int, width: int, bands: int = 3, dtype: str = "uint16", seed: int = 0,
+             name: str = "scene.tif", **kwargs) -> Path:
+        texture = smooth_texture((bands, height, width), seed)
+        if np.issubdtype(np.dtype(dtype), np.integer):
+            info = np.iinfo(dtype)
+            lo, hi = max(info.min, 0) + 1, min(info.max, 10000)
+            data = (lo + texture * (hi - lo)).round().astype(dtype)
+        else:
+            data = texture.astype(dtype)
+        return write_raster(tmp_path / name, data, **kwargs)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A private local Ray for the whole session (never attaches to another cluster on the machine)."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A real temporary Prefect server with its own database, shared by the session's flow runs."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield

@@ -7,8 +7,11 @@ first band in grey; each channel is stretched between its 2nd and 98th percentil
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import rasterio
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 _RGB_NAMES = (("red", "b04", "b4"), ("green", "b03", "b3"), ("blue", "b02", "b2"))
@@ -47,7 +50,9 @@ def write_quicklook(source: str, output: str, scale: int, path: str, patch: int 
     picture = np.concatenate([_stretch(before, lo, hi), gap, _stretch(after, lo, hi)], axis=2)
     if picture.shape[0] == 1:
         picture = np.repeat(picture, 3, axis=0)
-    with rasterio.open(path, "w", driver="PNG", width=picture.shape[2], height=picture.shape[1],
-                       count=3, dtype="uint8") as dst:
-        dst.write(picture)
+    with warnings.catch_warnings():  # a quicklook is a picture, not a map
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path, "w", driver="PNG", width=picture.shape[2], height=picture.shape[1],
+                           count=3, dtype="uint8") as dst:
+            dst.write(picture)
     return path

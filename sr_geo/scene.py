@@ -120,8 +120,10 @@ def inspect_scene(path: str) -> SceneInfo:
                 f"{path}: data type {dtype} is not supported (use one of {', '.join(SUPPORTED_DTYPES)})"
             )
         try:
-            # Touch the first block: a truncated file has a valid header but no pixels.
-            ds.read(1, window=((0, min(ds.height, 1)), (0, min(ds.width, 1))))
+            # A truncated file keeps a valid header: touch its first and last pixels, where the
+            # data it lost would be.
+            ds.read(window=((0, 1), (0, 1)))
+            ds.read(window=((ds.height - 1, ds.height), (ds.width - 1, ds.width)))
         except RasterioIOError as exc:
             raise InvalidRasterError(f"{path}: pixel data cannot be read ({str(exc).splitlines()[0]})") from None
         stat = os.stat(path) if os.path.exists(path) else None

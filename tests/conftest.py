@@ -33,7 +33,7 @@ def smooth_texture(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     img = np.real(np.fft.ifft2(spectrum))
     lo = img.min(axis=(-2, -1), keepdims=True)
     hi = img.max(axis=(-2, -1), keepdims=True)
-    return (img - lo) / (hi - lo)
+    return (img - lo) / np.maximum(hi - lo, 1e-12)
 
 
 def write_raster(path: Path, data: np.ndarray, *, nodata: float | None = None, mask: np.ndarray | None = None,
@@ -84,3 +84,37 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=60):
         yield
+
+
+@pytest.fixture
+def random_cnn_weights(tmp_path: Path) -> Callable[[int], Path]:
+    """Factory: weights of an untrained CNN whose zero-initialised tail is randomised (fixed seed).
+
+    An untrained CNN is exactly bicubic; randomising the tail makes every layer matter, so the
+    seam tests exercise the network's full receptive field.
+    """
+    import torch
+
+    from sr_geo.models.registry import ARCHITECTURES
+    from sr_geo.models.weights import save_weights
+
+    def make(scale: int = 4, bands: int = 3) -> Path:
+        torch.manual_seed(0)
+        model = ARCHITECTURES["cnn"](bands=bands, scale=scale)
+        with torch.no_grad():
+            model.tail.weight.normal_(0, 0.05)
+        path = tmp_path / f"cnn_random_x{scale}.safetensors"
+        save_weights(model, path)
+        return path
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def cli_env(tmp_path_factory) -> dict[str, str]:
+    """Environment for `sr-geo` subprocesses: Prefect without a server (ephemeral), isolated home."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RAY_ADDRESS"))}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", RAY_USAGE_STATS_ENABLED="0",
+               PYTHONUNBUFFERED="1")
+    return env

@@ -18,15 +18,18 @@ os.environ.setdefault("GDAL_PAM_ENABLED", "NO")
 
 
 class _Group(click.Group):
-    """Turns sr-geo's own errors into `sr-geo: error: ...` and exit code 2, without a traceback."""
+    """Every error, click's usage errors included, as one `sr-geo: error: ...` line and exit code 2."""
 
-    def invoke(self, ctx: click.Context):
+    def main(self, *args, **kwargs):
         try:
-            return super().invoke(ctx)
-        except SrGeoError as exc:
-            click.echo(f"sr-geo: error: {exc}", err=True)
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except (click.ClickException, SrGeoError) as exc:
+            message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+            click.echo(f"sr-geo: error: {message}", err=True)
             sys.exit(2)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, click.Abort):
             click.echo("sr-geo: interrupted; rerun the same command to resume", err=True)
             sys.exit(130)
 

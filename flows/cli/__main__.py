@@ -1,0 +1,5 @@
+"""`python -m flows.cli` is `sr-geo`."""
+
+from flows.cli import main
+
+main()

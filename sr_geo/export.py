@@ -9,6 +9,7 @@ partial file at the output path.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -101,8 +102,9 @@ def export_cog(
     """Write `destination` atomically from a fully inferred store; returns the destination path."""
     destination = Path(destination)
     scene = SceneInfo.from_attrs(store.attrs["scene"])
-    scratch = Path(scratch_dir) / f"{destination.stem}.stitched.tif"
-    partial = destination.with_name(f".{destination.name}.partial")
+    token = uuid.uuid4().hex[:12]  # concurrent runs never share a temporary file
+    scratch = Path(scratch_dir) / f"{destination.stem}.{token}.stitched.tif"
+    partial = destination.with_name(f".{destination.name}.{token}.partial")
     try:
         _write_tiles(store, scene, scratch, on_tile)
         integer = np.issubdtype(np.dtype(scene.dtype), np.integer)

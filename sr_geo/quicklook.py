@@ -41,10 +41,12 @@ def write_quicklook(source: str, output: str, scale: int, path: str, patch: int 
         h, w = min(patch, src.height), min(patch, src.width)
         window = Window((src.width - w) // 2, (src.height - h) // 2, w, h)
         before = src.read(bands, window=window).astype(np.float64)
+        valid = src.dataset_mask(window=window) > 0
         up = Window(window.col_off * scale, window.row_off * scale, w * scale, h * scale)
         after = out.read(bands, window=up).astype(np.float64)
-    valid = before.reshape(len(bands), -1)
-    lo, hi = np.percentile(valid, 2, axis=1), np.percentile(valid, 98, axis=1)
+    # Stretch on valid pixels only: a nodata value (-9999, 0, NaN) would otherwise set the 2 % point.
+    samples = before[:, valid] if valid.any() else before.reshape(len(bands), -1)
+    lo, hi = np.percentile(samples, 2, axis=1), np.percentile(samples, 98, axis=1)
     before = np.repeat(np.repeat(before, scale, axis=1), scale, axis=2)
     gap = np.full((len(bands), h * scale, max(4, scale)), 255, dtype="uint8")
     picture = np.concatenate([_stretch(before, lo, hi), gap, _stretch(after, lo, hi)], axis=2)

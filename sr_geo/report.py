@@ -62,9 +62,16 @@ def consistency_check(source: str, output: str, scale: int) -> ConsistencyCheck:
         psnr = tuple(float(v) for v in np.where(mse > 0, 10 * np.log10(data_range**2 / np.maximum(mse, 1e-300)), np.inf))
         crop = _central_window(src.height, src.width, SHIFT_CROP)
         ref = src.read(window=crop).astype(np.float64).mean(axis=0)
+        valid = src.dataset_mask(window=crop) > 0
         up = Window(crop.col_off * scale, crop.row_off * scale, crop.width * scale, crop.height * scale)
         degraded = area_downsample(out.read(window=up).astype(np.float64), scale).mean(axis=0)
-        dy, dx = phase_correlation_shift(degraded, ref) if min(ref.shape) >= 8 else (0.0, 0.0)
+        dy, dx = 0.0, 0.0
+        if min(ref.shape) >= 8 and valid.any():
+            # Holes would poison (NaN) or dominate (-9999 edges, aligned by construction) the
+            # correlation: fill them with each image's valid mean, which the correlation removes.
+            ref = np.where(valid, ref, ref[valid].mean())
+            degraded = np.where(valid, degraded, degraded[valid].mean())
+            dy, dx = phase_correlation_shift(degraded, ref)
     return ConsistencyCheck(psnr=psnr, shift_y=float(dy), shift_x=float(dx))
 
 

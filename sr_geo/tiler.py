@@ -19,17 +19,31 @@ from sr_geo.plan import TilePlan, intersect
 from sr_geo.scene import valid_mask
 from sr_geo.store import TileStore
 
-_local = threading.local()
+class _Readers:
+    """One open dataset per thread for one tiling call, all closed when the call ends.
 
+    GDAL handles must not be shared across threads, and dask keeps its thread pools alive between
+    calls: scoping the handles to the call means a rewritten file is never read through an old
+    handle, and a long archive run never accumulates open files.
+    """
 
-def _dataset(path: str) -> rasterio.DatasetReader:
-    """One open dataset per thread: GDAL handles must not be shared across threads."""
-    cache = getattr(_local, "datasets", None)
-    if cache is None:
-        cache = _local.datasets = {}
-    if path not in cache:
-        cache[path] = rasterio.open(path)
-    return cache[path]
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._opened: list[rasterio.DatasetReader] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> rasterio.DatasetReader:
+        ds = getattr(self._local, "ds", None)
+        if ds is None:
+            ds = self._local.ds = rasterio.open(self.path)
+            with self._lock:
+                self._opened.append(ds)
+        return ds
+
+    def close(self) -> None:
+        for ds in self._opened:
+            ds.close()
 
 
 def read_region(ds: rasterio.DatasetReader, plan: TilePlan, tile_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -51,9 +65,8 @@ def core_statistics(data: np.ndarray, valid: np.ndarray, plan: TilePlan, tile_id
     return np.stack([np.full(len(values), values.shape[1], dtype=np.float64), values.sum(1), (values**2).sum(1)], axis=1)
 
 
-def tile_one(store_url: str, source: str, tile_id: int, frame: int = 0, storage_options: dict | None = None) -> int:
-    store = TileStore.open(store_url, storage_options)
-    data, valid = read_region(_dataset(source), store.plan, tile_id)
+def _tile_one(store: TileStore, readers: _Readers, tile_id: int, frame: int = 0) -> int:
+    data, valid = read_region(readers.get(), store.plan, tile_id)
     store.write_input(tile_id, frame, data, valid, core_statistics(data, valid, store.plan, tile_id))
     store.mark("tiled", tile_id)
     return tile_id
@@ -66,12 +79,21 @@ def tile_scene(
     workers: int,
     storage_options: dict | None = None,
     on_tile: Callable[[int], None] | None = None,
+    tile_ids: list[int] | None = None,
 ) -> int:
-    """Tile every pending tile of `store_url` from `source`; returns how many were tiled now."""
-    pending = TileStore.open(store_url, storage_options).pending("tiled")
-    tasks = [dask.delayed(tile_one)(store_url, source, tid, 0, storage_options) for tid in pending]
-    with _Progress(on_tile):
-        dask.compute(*tasks, scheduler="threads", num_workers=workers)
+    """Tile `tile_ids` (default: every pending tile) of `store_url` from `source`; returns the count.
+
+    Several processes may tile one store at once with disjoint `tile_ids`: each tile owns its chunks.
+    """
+    store = TileStore.open(store_url, storage_options)
+    pending = store.pending("tiled") if tile_ids is None else tile_ids
+    readers = _Readers(source)
+    try:
+        tasks = [dask.delayed(_tile_one)(store, readers, tid) for tid in pending]
+        with _Progress(on_tile):
+            dask.compute(*tasks, scheduler="threads", num_workers=workers)
+    finally:
+        readers.close()
     return len(pending)
 
 

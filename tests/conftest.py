@@ -118,3 +118,35 @@ def cli_env(tmp_path_factory) -> dict[str, str]:
     env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", RAY_USAGE_STATS_ENABLED="0",
                PYTHONUNBUFFERED="1")
     return env
+
+
+def predicted_store(source: Path, work: Path, *, scale: int, tile: int, halo: int = 2, model: str = "bicubic") -> str:
+    """The library path of one run without Ray or Prefect: store → tile → predict; returns the store URL."""
+    import torch
+
+    from sr_geo.inference import TilePredictor
+    from sr_geo.models.registry import ModelSpec, build_model
+    from sr_geo.plan import plan_tiles
+    from sr_geo.scene import inspect_scene
+    from sr_geo.store import RunKey, TileStore
+    from sr_geo.tiler import tile_scene
+
+    scene = inspect_scene(str(source))
+    plan = plan_tiles(scene.grid.height, scene.grid.width, tile=tile, halo=halo, scale=scale)
+    key = RunKey(scene.path, scene.size_bytes, scene.mtime, model, "none", scale, tile, halo)
+    url = str(work / "run.zarr")
+    TileStore.create(url, scene=scene, plan=plan, key=key,
+                     model_attrs={"name": model, "weights_sha256": "none", "receptive_radius": halo})
+    tile_scene(url, str(source), workers=2)
+    TilePredictor(url, build_model(ModelSpec(model, scale), scene.count), torch.device("cpu")).predict(
+        list(range(plan.n_tiles)))
+    return url
+
+
+def bicubic_cog(source: Path, work: Path, *, scale: int, tile: int = 32, halo: int = 2) -> Path:
+    """A bicubic COG of `source` made by the library path (no Ray, no Prefect)."""
+    from sr_geo.export import export_cog
+    from sr_geo.store import TileStore
+
+    url = predicted_store(source, work, scale=scale, tile=tile, halo=halo)
+    return export_cog(TileStore.open(url, mode="r"), work / "sr.tif", work, threads=2)

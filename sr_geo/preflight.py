@@ -22,6 +22,8 @@ def validate_request(source: str, destination: str, spec: ModelSpec) -> SceneInf
         raise InvalidRequestError(f"{destination}: output path is the input itself; choose another output path")
     if os.path.isdir(destination):
         raise InvalidRequestError(f"{destination}: output path is a directory; give a file name such as out.tif")
+    if spec.weights and not Path(spec.weights).is_file():
+        raise InvalidRequestError(f"{spec.weights}: weights file not found")
     scene = inspect_scene(source)
     check_has_valid_pixels(source)
     weights_path(spec, scene.count)

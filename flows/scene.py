@@ -65,15 +65,19 @@ def tile_input(store_url: str, source: str, workers: int) -> int:
 
 
 @task(name="infer", retries=2, retry_delay_seconds=2)
-def infer(store_url: str, spec: ModelSpec, batch_size: int, device: str, ray_address: str | None) -> int:
+def infer(store_url: str, spec: ModelSpec, batch_size: int, device: str, ray_address: str | None) -> dict:
+    """Returns tiles inferred now and the one-time start-up seconds (Ray, actors, model loading)."""
     store = TileStore.open(store_url)
     pending = store.pending("done")
+    start = time.perf_counter()
     with ray_session(ray_address, num_cpus=os.cpu_count()):
+        ray_seconds = time.perf_counter() - start
         cpus, gpus = cluster_resources()
         pool = default_pool(cpus, gpus, batch_size, device)
         with _bar(store.plan.n_tiles, "inference", store.plan.n_tiles - len(pending)) as bar:
-            return run_pool(store_url, pending, spec, store.group["input"].shape[2], pool,
-                            on_batch=lambda ids: bar.update(len(ids)))
+            run = run_pool(store_url, pending, spec, store.group["input"].shape[2], pool,
+                           on_batch=lambda ids: bar.update(len(ids)))
+    return {"tiles": run.tiles, "startup_seconds": ray_seconds + run.startup_seconds}
 
 
 @task(name="export", retries=2, retry_delay_seconds=2)
@@ -95,7 +99,8 @@ def report(source: str, destination: str, scale: int, summary: dict, quicklook: 
         "",
         f"Model `{summary['model']}` ×{scale}, sr-geo {__version__}; {summary['tiles']} tiles "
         f"({summary['tiles_inferred']} inferred in this run), {summary['output_megapixels']:.2f} output MP, "
-        f"{summary['megapixels_per_second']:.2f} MP/s end to end.",
+        f"{summary['megapixels_per_second']:.2f} MP/s end to end after {summary['startup_seconds']:.1f} s of "
+        "one-time start-up (Ray, actors, model loading).",
         "",
         "| stage | seconds |",
         "|---|---|",
@@ -153,12 +158,13 @@ def super_resolve_scene(
     plan = TileStore.open(store_url, mode="r").plan
     if quicklook:
         write_quicklook(source, destination, scale, quicklook)
-    total = sum(seconds.values())
+    working = sum(seconds.values()) - inferred["startup_seconds"]
     megapixels = plan.output_shape[0] * plan.output_shape[1] / 1e6
     summary = {
         "source": source, "destination": destination, "model": model, "scale": scale,
-        "tiles": plan.n_tiles, "tiles_inferred": inferred, "halo": plan.halo, "store": store_url,
-        "seconds": seconds, "output_megapixels": megapixels, "megapixels_per_second": megapixels / total,
+        "tiles": plan.n_tiles, "tiles_inferred": inferred["tiles"], "startup_seconds": inferred["startup_seconds"],
+        "halo": plan.halo, "store": store_url,
+        "seconds": seconds, "output_megapixels": megapixels, "megapixels_per_second": megapixels / working,
     }
     summary = report(source, destination, scale, summary, quicklook)
     if not keep_store:

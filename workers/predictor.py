@@ -8,6 +8,7 @@ safe because a batch rewrites exactly the chunks it owns.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,12 +31,24 @@ class PoolConfig:
     device: str = "auto"
 
 
+@dataclass(frozen=True)
+class PoolRun:
+    """What a pool run did: tiles processed, and seconds spent starting actors and loading models."""
+
+    tiles: int
+    startup_seconds: float
+
+
 @ray.remote(max_restarts=3, max_task_retries=3)
 class PredictorActor:
     def __init__(self, store_url: str, spec: ModelSpec, bands: int, device: str, threads: int,
                  storage_options: dict | None) -> None:
         torch.set_num_threads(threads)
         self.predictor = TilePredictor(store_url, build_model(spec, bands), choose_device(device), storage_options)
+
+    def ready(self) -> bool:
+        """Returns once the model is loaded: lets the driver time start-up apart from inference."""
+        return True
 
     def predict(self, tile_ids: list[int]) -> list[int]:
         return self.predictor.predict(tile_ids)
@@ -61,10 +74,11 @@ def run_pool(
     *,
     storage_options: dict | None = None,
     on_batch: Callable[[list[int]], None] | None = None,
-) -> int:
-    """Run every id in `tile_ids` through a pool of predictor actors; returns the number processed."""
+) -> PoolRun:
+    """Run every id in `tile_ids` through a pool of predictor actors."""
     if not tile_ids:
-        return 0
+        return PoolRun(tiles=0, startup_seconds=0.0)
+    start = time.perf_counter()
     actors = [
         PredictorActor.options(num_cpus=pool.threads, num_gpus=pool.gpus_per_actor).remote(
             store_url, spec, bands, pool.device, pool.threads, storage_options
@@ -74,6 +88,8 @@ def run_pool(
     batches = [tile_ids[i : i + pool.batch_size] for i in range(0, len(tile_ids), pool.batch_size)]
     done = 0
     try:
+        ray.get([actor.ready.remote() for actor in actors])
+        startup = time.perf_counter() - start
         for finished in ActorPool(actors).map_unordered(lambda actor, ids: actor.predict.remote(ids), batches):
             done += len(finished)
             if on_batch is not None:
@@ -81,4 +97,4 @@ def run_pool(
     finally:
         for actor in actors:
             ray.kill(actor)
-    return done
+    return PoolRun(tiles=done, startup_seconds=startup)

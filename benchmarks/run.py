@@ -1,0 +1,216 @@
+"""sr-geo benchmarks: one command, a JSON and a markdown report.
+
+    python -m benchmarks.run [--size 1024] [--model cnn] [--out benchmarks/results]
+
+Every figure is a ratio or a split measured within the same run on the same machine, never an
+absolute threshold in a unit test:
+
+1. efficiency: end-to-end pipeline throughput (output MP/s, one-time start-up excluded and
+   reported apart) divided by the bare model's throughput on the same tiles in one process, with
+   the same threads and batch size;
+2. memory: peak resident memory of the driver and of each worker for 1×, 4× and 16× the area;
+3. start-up: `sr-geo run` on a tiny scene, and how it splits (imports, Ray, Prefect);
+4. stage breakdown and export throughput, and a projection to a full Sentinel-2 tile.
+
+Each case runs in its own process so that peak-memory high-water marks are per case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+S2_TILE = 10980
+
+
+def _python(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+
+
+def _case(case: str, **options) -> dict:
+    argv = ["-m", "benchmarks.run", "--case", case, *[f"--{k.replace('_', '-')}={v}" for k, v in options.items()]]
+    return json.loads(_python(*argv).stdout.strip().splitlines()[-1])
+
+
+# -- cases (each runs in a fresh process) ---------------------------------------------------------
+
+def case_pipeline(size: int, model: str, scale: int, batch_size: int, tile: int) -> dict:
+    """Run the flow on a synthetic scene, then the bare model on the very same tiles."""
+    import torch
+
+    from benchmarks.memory import PeakMemory
+    from benchmarks.scenes import synthetic_scene
+    from flows.scene import super_resolve_scene
+    from sr_geo.inference import Normalisation, forward
+    from sr_geo.models.registry import ModelSpec, build_model
+    from sr_geo.store import TileStore
+    from workers.cluster import ray_session
+
+    with tempfile.TemporaryDirectory() as tmp:
+        scene = synthetic_scene(Path(tmp) / "scene.tif", size)
+        with PeakMemory() as memory:
+            start = time.perf_counter()
+            with ray_session(num_cpus=os.cpu_count()):
+                ray_seconds = time.perf_counter() - start
+                summary = super_resolve_scene(str(scene), str(Path(tmp) / "out.tif"), model=model, scale=scale,
+                                              tile=tile, batch_size=batch_size, keep_store=True,
+                                              workdir=str(Path(tmp) / "work"))
+        store = TileStore.open(summary["store"], mode="r")
+        ids = list(range(store.plan.n_tiles))
+        pixels, valid = store.read_inputs(ids)
+        norm = Normalisation(*store.band_statistics())
+        x = norm.apply(pixels[:, 0], valid[:, 0])
+        torch.set_num_threads(os.cpu_count() or 1)
+        sr_model = build_model(ModelSpec(model, scale), x.shape[1])
+        forward(sr_model, x[:batch_size], torch.device("cpu"))  # warm-up, as the actor's first batch
+        start = time.perf_counter()
+        for i in range(0, len(ids), batch_size):
+            forward(sr_model, x[i : i + batch_size], torch.device("cpu"))
+        model_seconds = time.perf_counter() - start
+    seconds = summary["seconds"]
+    startup = summary["startup_seconds"]
+    pipeline_seconds = sum(seconds.values()) - startup
+    megapixels = summary["output_megapixels"]
+    return {
+        "size": size, "model": model, "scale": scale, "tile": tile, "halo": summary["halo"],
+        "batch_size": batch_size, "tiles": summary["tiles"], "output_megapixels": megapixels,
+        "stage_seconds": seconds, "startup_seconds": startup, "ray_start_seconds": ray_seconds,
+        "pipeline_seconds": pipeline_seconds, "model_only_seconds": model_seconds,
+        "pipeline_mp_per_s": megapixels / pipeline_seconds, "model_only_mp_per_s": megapixels / model_seconds,
+        "efficiency": model_seconds / pipeline_seconds,
+        "export_mp_per_s": megapixels / seconds["export"], "tile_input_mp_per_s": size * size / 1e6 / seconds["tile"],
+        "peak_rss_mib": memory.peaks(),
+    }
+
+
+def case_startup() -> dict:
+    """Wall time of `sr-geo run` on a tiny scene (fresh and warm Prefect home) and its split."""
+    from benchmarks.scenes import synthetic_scene
+
+    with tempfile.TemporaryDirectory() as tmp:
+        scene = synthetic_scene(Path(tmp) / "tiny.tif", 64)
+        env = {**os.environ, "PREFECT_HOME": str(Path(tmp) / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        runs = []
+        for n in range(2):
+            start = time.perf_counter()
+            _python("-m", "flows.cli", "run", str(scene), "-o", str(Path(tmp) / f"out{n}.tif"), "--model", "bicubic",
+                    env=env)
+            runs.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        _python("-c", "import flows.scene")
+        imports = time.perf_counter() - start
+        start = time.perf_counter()
+        _python("-c", "import ray; ray.init(address='local', include_dashboard=False); ray.shutdown()")
+        ray_start = time.perf_counter() - start
+        probe = "from prefect import flow\n@flow\ndef f(): return 1\nf()"
+        start = time.perf_counter()
+        _python("-c", probe, env=env)
+        prefect_warm = time.perf_counter() - start
+    return {"run_first_seconds": runs[0], "run_warm_seconds": runs[1], "python_and_imports_seconds": imports,
+            "python_ray_start_seconds": ray_start, "python_prefect_flow_seconds": prefect_warm}
+
+
+# -- report ---------------------------------------------------------------------------------------
+
+def markdown(results: dict) -> str:
+    eff = results["efficiency"]
+    lines = [
+        "# sr-geo benchmarks", "",
+        f"Machine: {results['machine']}. Command: `{results['command']}`.", "",
+        "## Efficiency (pipeline throughput / model-only throughput, same tiles, threads, batch size)", "",
+        f"{eff['model']} ×{eff['scale']} on a {eff['size']}² 4-band uint16 scene ({eff['tiles']} tiles of {eff['tile']} "
+        f"+ halo {eff['halo']}, batch {eff['batch_size']}, {eff['output_megapixels']:.1f} output MP):", "",
+        "| pipeline MP/s | model-only MP/s | efficiency | one-time start-up (s) |",
+        "|---|---|---|---|",
+        f"| {eff['pipeline_mp_per_s']:.3f} | {eff['model_only_mp_per_s']:.3f} | **{eff['efficiency']:.2f}** "
+        f"| {eff['startup_seconds']:.1f} |", "",
+        "Stage seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in eff["stage_seconds"].items())
+        + f"; export {eff['export_mp_per_s']:.1f} output MP/s, tiling {eff['tile_input_mp_per_s']:.1f} input MP/s.", "",
+        "## Peak resident memory (MiB) by scene area (bicubic ×4, so I/O stages dominate)", "",
+        "| area | output MP | driver | predictor actor |", "|---|---|---|---|",
+    ]
+    for row in results["memory"]:
+        peaks = row["peak_rss_mib"]
+        lines.append(f"| {row['size']}² | {row['output_megapixels']:.0f} | {peaks.get('driver', 0):.0f} "
+                     f"| {peaks.get('predictor actor', 0):.0f} |")
+    base, big = results["memory"][0]["peak_rss_mib"], results["memory"][-1]["peak_rss_mib"]
+    lines += ["", f"16× area vs 1×: driver {big['driver'] / base['driver']:.2f}×, actor "
+              f"{big['predictor actor'] / base['predictor actor']:.2f}×.", ""]
+    st = results["startup"]
+    lines += [
+        "## Start-up (`sr-geo run` on a 64² scene, bicubic)", "",
+        f"First run (fresh Prefect database) {st['run_first_seconds']:.1f} s, later runs {st['run_warm_seconds']:.1f} s. "
+        f"Parts, each in a fresh Python: imports {st['python_and_imports_seconds']:.1f} s, Ray start "
+        f"{st['python_ray_start_seconds']:.1f} s, a trivial Prefect flow {st['python_prefect_flow_seconds']:.1f} s.", "",
+        "## Projection: one Sentinel-2 tile (10980², 4 bands) at ×4 on this machine", "",
+    ]
+    proj = results["projection"]
+    lines += ["| stage | seconds |", "|---|---|", *[f"| {k} | {v:.0f} |" for k, v in proj.items()], ""]
+    return "\n".join(lines)
+
+
+def project_s2(eff: dict) -> dict:
+    """Scale each stage's measured throughput to a full Sentinel-2 tile (same machine, same model)."""
+    factor = (S2_TILE / eff["size"]) ** 2
+    seconds = eff["stage_seconds"]
+    stages = {
+        "start-up (Ray, actors, model)": eff["startup_seconds"],
+        "tile": seconds["tile"] * factor,
+        "infer": (seconds["infer"] - eff["startup_seconds"]) * factor,
+        "export": seconds["export"] * factor,
+    }
+    stages["total (stages run one after another)"] = sum(stages.values())
+    return stages
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--case", choices=["pipeline", "startup"])
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--model", default="cnn")
+    parser.add_argument("--scale", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--tile", type=int, default=256)
+    parser.add_argument("--memory-sizes", default="512,1024,2048")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    args = parser.parse_args()
+    if args.case == "pipeline":
+        print(json.dumps(case_pipeline(args.size, args.model, args.scale, args.batch_size, args.tile)))
+        return
+    if args.case == "startup":
+        print(json.dumps(case_startup()))
+        return
+    efficiency = _case("pipeline", size=args.size, model=args.model, scale=args.scale,
+                       batch_size=args.batch_size, tile=args.tile)
+    memory = [_case("pipeline", size=int(s), model="bicubic", scale=4, batch_size=args.batch_size, tile=args.tile)
+              for s in args.memory_sizes.split(",")]
+    results = {
+        "machine": f"{os.cpu_count()} CPU cores, no GPU" if not _has_gpu() else f"{os.cpu_count()} cores + GPU",
+        "command": "python -m benchmarks.run " + " ".join(sys.argv[1:]),
+        "efficiency": efficiency, "memory": memory, "startup": _case("startup"),
+        "projection": project_s2(efficiency),
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(results, indent=2))
+    (out / "latest.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+if __name__ == "__main__":
+    main()

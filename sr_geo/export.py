@@ -24,6 +24,9 @@ from sr_geo.scene import SceneInfo
 from sr_geo.store import TileStore
 
 BLOCK = 512
+# GDAL's block cache defaults to 5 % of RAM and fills as the image grows; a fixed size keeps export
+# memory flat whatever the scene size (blocks are written once, in order, so little cache is needed).
+GDAL_CACHE_MB = 256
 
 
 def to_dtype(values: np.ndarray, valid: np.ndarray, dtype: str, nodata: float | None) -> np.ndarray:
@@ -106,13 +109,13 @@ def export_cog(
     scratch = Path(scratch_dir) / f"{destination.stem}.{token}.stitched.tif"
     partial = destination.with_name(f".{destination.name}.{token}.partial")
     try:
-        _write_tiles(store, scene, scratch, on_tile)
-        integer = np.issubdtype(np.dtype(scene.dtype), np.integer)
-        rasterio.shutil.copy(
-            scratch, partial, driver="COG", BLOCKSIZE=BLOCK, COMPRESS="DEFLATE",
-            PREDICTOR="YES" if integer else "NO", OVERVIEWS="AUTO", OVERVIEW_RESAMPLING="AVERAGE",
-            NUM_THREADS=str(threads), BIGTIFF="IF_SAFER",
-        )
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+            _write_tiles(store, scene, scratch, on_tile)
+            # PREDICTOR=YES: horizontal differencing for integers, floating-point predictor for floats.
+            rasterio.shutil.copy(
+                scratch, partial, driver="COG", BLOCKSIZE=BLOCK, COMPRESS="DEFLATE", PREDICTOR="YES",
+                OVERVIEWS="AUTO", OVERVIEW_RESAMPLING="AVERAGE", NUM_THREADS=str(threads), BIGTIFF="IF_SAFER",
+            )
         os.replace(partial, destination)
     finally:
         partial.unlink(missing_ok=True)

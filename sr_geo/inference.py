@@ -7,6 +7,7 @@ compare tiled output against.
 
 from __future__ import annotations
 
+import threading
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -52,7 +53,11 @@ def forward(model: SRModel, x: np.ndarray, device: torch.device) -> np.ndarray:
 
 
 class TilePredictor:
-    """Holds one model on one device and turns batches of tile ids into written output chunks."""
+    """Holds one model on one device and turns batches of tile ids into written output chunks.
+
+    Safe to call from several threads: only the model call is serialised, so reading and
+    decompressing one batch and compressing and writing another overlap the forward pass.
+    """
 
     def __init__(self, store_url: str, model: SRModel, device: torch.device, storage_options: dict | None = None):
         self.store = TileStore.open(store_url, storage_options)
@@ -60,12 +65,15 @@ class TilePredictor:
         self.device = device
         mean, std = self.store.band_statistics()
         self.norm = Normalisation(mean, std)
+        self._model_lock = threading.Lock()
 
     def predict(self, tile_ids: list[int]) -> list[int]:
         """Process and mark `tile_ids`; returns them. Idempotent: a retried batch rewrites the same chunks."""
         pixels, valid = self.store.read_inputs(tile_ids)
         x = self.norm.apply(pixels[:, 0], valid[:, 0])
-        y = self.norm.invert(forward(self.model, x, self.device))
+        with self._model_lock:
+            y = forward(self.model, x, self.device)
+        y = self.norm.invert(y)
         plan, s = self.store.plan, self.store.plan.scale
         for tile_id, out in zip(tile_ids, y, strict=True):
             tile = plan.tile(tile_id)

@@ -39,7 +39,12 @@ class PoolRun:
     startup_seconds: float
 
 
-@ray.remote(max_restarts=3, max_task_retries=3)
+# Two batches in flight per actor (a threaded actor listed twice in the pool): one in the model,
+# the other being read or written, so store I/O overlaps inference.
+IN_FLIGHT = 2
+
+
+@ray.remote(max_restarts=3, max_task_retries=3, max_concurrency=IN_FLIGHT)
 class PredictorActor:
     def __init__(self, store_url: str, spec: ModelSpec, bands: int, device: str, threads: int,
                  storage_options: dict | None) -> None:
@@ -90,7 +95,7 @@ def run_pool(
     try:
         ray.get([actor.ready.remote() for actor in actors])
         startup = time.perf_counter() - start
-        for finished in ActorPool(actors).map_unordered(lambda actor, ids: actor.predict.remote(ids), batches):
+        for finished in ActorPool(actors * IN_FLIGHT).map_unordered(lambda actor, ids: actor.predict.remote(ids), batches):
             done += len(finished)
             if on_batch is not None:
                 on_batch(finished)

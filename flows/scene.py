@@ -7,6 +7,7 @@ stage resumable: rerunning the flow after a crash redoes only the tiles that wer
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import time
@@ -18,6 +19,7 @@ from tqdm import tqdm
 
 from sr_geo import __version__
 from sr_geo.export import export_cog
+from sr_geo.inference import InferenceOptions
 from sr_geo.models.registry import ModelSpec, build_model, weights_id
 from sr_geo.plan import plan_tiles
 from sr_geo.preflight import validate_request
@@ -30,6 +32,11 @@ from workers.cluster import cluster_resources, ray_session
 from workers.predictor import default_pool, run_pool
 
 
+# Back-projection iterations for `consistent=True`: enough to bring the LR residual of a trained
+# model near float precision under a block-mean sensor, and far down under the default PSF.
+CONSISTENCY_ITERATIONS = 8
+
+
 def _bar(total: int, desc: str, initial: int = 0) -> tqdm:
     return tqdm(total=total, initial=initial, desc=f"{desc:<9}", unit="tile", leave=True, dynamic_ncols=True)
 
@@ -40,17 +47,23 @@ def inspect_input(source: str, destination: str, spec: ModelSpec) -> dict:
 
 
 @task(name="plan")
-def plan_run(scene_attrs: dict, spec: ModelSpec, tile: int, halo: int | None, workdir: str) -> str:
-    """Create (or reopen, to resume) the run's store; the halo defaults to the model's receptive radius."""
+def plan_run(scene_attrs: dict, spec: ModelSpec, options: InferenceOptions, tile: int, halo: int | None,
+             workdir: str) -> str:
+    """Create (or reopen, to resume) the run's store.
+
+    The halo defaults to the model's receptive radius plus what the inference options add.
+    """
     scene = SceneInfo.from_attrs(scene_attrs)
     model = build_model(spec, scene.count)
-    halo = model.receptive_radius if halo is None else halo
+    halo = model.receptive_radius + options.extra_radius(spec.scale) if halo is None else halo
     plan = plan_tiles(scene.grid.height, scene.grid.width, tile=tile, halo=halo, scale=spec.scale)
     sha = weights_id(spec, scene.count)
-    key = RunKey(scene.path, scene.size_bytes, scene.mtime, spec.name, sha, spec.scale, tile, halo)
+    key = RunKey(scene.path, scene.size_bytes, scene.mtime, spec.name, sha, spec.scale, tile, halo,
+                 json.dumps(options.to_attrs(), sort_keys=True))
     url = os.path.join(workdir, f"{Path(scene.path).stem}-{key.digest()[:16]}.zarr")
     model_attrs = {"name": spec.name, "weights_sha256": sha, "receptive_radius": model.receptive_radius}
-    TileStore.open_or_create(url, key=key, scene=scene, plan=plan, model_attrs=model_attrs)
+    TileStore.open_or_create(url, key=key, scene=scene, plan=plan, model_attrs=model_attrs,
+                             inference=options.to_attrs())
     get_run_logger().info("plan: %d tiles of %dx%d + halo %d, overhead %.2fx", plan.n_tiles,
                           plan.tile_height, plan.tile_width, halo, plan.overhead)
     return url
@@ -81,13 +94,20 @@ def infer(store_url: str, spec: ModelSpec, batch_size: int, device: str, ray_add
 
 
 @task(name="export", retries=2, retry_delay_seconds=2)
-def export(store_url: str, destination: str, workdir: str) -> str:
+def export(store_url: str, destination: str, workdir: str) -> dict[str, str]:
+    """Write the COG (and the uncertainty COG beside it, when the run has one); returns layer → path."""
     store = TileStore.open(store_url, mode="r")
     missing = len(store.pending("done"))
     if missing:
         raise RuntimeError(f"{missing} tiles have no output yet; inference did not finish")
-    with _bar(store.plan.n_tiles, "export") as bar:
-        return str(export_cog(store, destination, workdir, on_tile=lambda _: bar.update()))
+    layers = {"output": destination}
+    if "uncertainty" in store.group:
+        path = Path(destination)
+        layers["uncertainty"] = str(path.with_name(f"{path.stem}_uncertainty{path.suffix or '.tif'}"))
+    for layer, path in layers.items():
+        with _bar(store.plan.n_tiles, layer[:9]) as bar:
+            export_cog(store, path, workdir, layer=layer, on_tile=lambda _: bar.update())
+    return layers
 
 
 @task(name="report")
@@ -138,9 +158,12 @@ def super_resolve_scene(
     ray_address: str | None = None,
     quicklook: str | None = None,
     keep_store: bool = False,
+    uncertainty: bool = False,
+    consistent: bool = False,
 ) -> dict:
     """Super-resolve one georeferenced raster into a COG at `destination`; returns the run summary."""
     spec = ModelSpec(model, scale, weights)
+    options = InferenceOptions(uncertainty=uncertainty, consistency_iterations=CONSISTENCY_ITERATIONS if consistent else 0)
     workdir = workdir or str(Path(destination).resolve().parent / ".sr-geo-work")
     seconds: dict[str, float] = {}
 
@@ -151,10 +174,10 @@ def super_resolve_scene(
         return result
 
     scene_attrs = timed("inspect", inspect_input, source, destination, spec)
-    store_url = timed("plan", plan_run, scene_attrs, spec, tile, halo, workdir)
+    store_url = timed("plan", plan_run, scene_attrs, spec, options, tile, halo, workdir)
     timed("tile", tile_input, store_url, source, os.cpu_count() or 1)
     inferred = timed("infer", infer, store_url, spec, batch_size, device, ray_address)
-    timed("export", export, store_url, destination, workdir)
+    layers = timed("export", export, store_url, destination, workdir)
     plan = TileStore.open(store_url, mode="r").plan
     if quicklook:
         write_quicklook(source, destination, scale, quicklook)
@@ -163,7 +186,7 @@ def super_resolve_scene(
     summary = {
         "source": source, "destination": destination, "model": model, "scale": scale,
         "tiles": plan.n_tiles, "tiles_inferred": inferred["tiles"], "startup_seconds": inferred["startup_seconds"],
-        "halo": plan.halo, "store": store_url,
+        "halo": plan.halo, "store": store_url, "layers": layers,
         "seconds": seconds, "output_megapixels": megapixels, "megapixels_per_second": megapixels / working,
     }
     summary = report(source, destination, scale, summary, quicklook)

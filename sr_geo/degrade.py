@@ -59,6 +59,21 @@ class SensorModel:
         """Standard deviation of the Gaussian PSF in HR pixels (derivation in the class docstring)."""
         return self.scale * math.sqrt(-2.0 * math.log(self.mtf_nyquist)) / math.pi
 
+    def blur(self, hr: torch.Tensor) -> torch.Tensor:
+        """The PSF alone, separable, reflect-padded; (N, C, H, W) in, same shape out."""
+        n, c, height, width = hr.shape
+        kernel = gaussian_psf_kernel(self.psf_sigma).to(device=hr.device, dtype=hr.dtype)
+        radius = len(kernel) // 2
+        x = hr.reshape(n * c, 1, height, width)
+        x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
+        x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
+        return x.reshape(n, c, height, width)
+
+    @property
+    def psf_radius(self) -> int:
+        """Half-width of the PSF kernel in HR pixels."""
+        return len(gaussian_psf_kernel(self.psf_sigma)) // 2
+
     def degrade(self, hr: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Simulate the LR observation of a batch `hr` shaped (N, C, H, W), H and W multiples of `scale`.
 
@@ -68,13 +83,8 @@ class SensorModel:
         """
         if hr.ndim != 4:
             raise ValueError(f"expected a batch shaped (N, C, H, W), got shape {tuple(hr.shape)}")
-        n, c, height, width = hr.shape
-        kernel = gaussian_psf_kernel(self.psf_sigma).to(device=hr.device, dtype=hr.dtype)
-        radius = len(kernel) // 2
-        x = hr.reshape(n * c, 1, height, width)
-        x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
-        x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
-        lr = area_downsample(x.reshape(n, c, height, width), self.scale)
+        x = self.blur(hr)
+        lr = area_downsample(x, self.scale)
         if self.noise_std > 0.0:
             noise_device = generator.device if generator is not None else lr.device
             noise = torch.randn(lr.shape, generator=generator, device=noise_device, dtype=lr.dtype)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -63,35 +64,56 @@ def provenance_tags(store: TileStore) -> dict[str, str]:
     }
 
 
-def _write_tiles(store: TileStore, scene: SceneInfo, path: Path, on_tile: Callable[[int], None] | None) -> None:
+@dataclass(frozen=True)
+class Layer:
+    """How one store array becomes a raster: its data type, nodata and whether it gets a mask."""
+
+    array: str
+    dtype: str
+    nodata: float | None
+    mask: bool
+    offsets: tuple[float, ...]
+    description: str
+
+    @classmethod
+    def for_store(cls, array: str, scene: SceneInfo) -> Layer:
+        if array == "output":
+            return cls("output", scene.dtype, scene.nodata, scene.has_mask and scene.nodata is None,
+                       scene.offsets, "super-resolved image")
+        # A spread is a float in data units: the band scale applies to it, the offset does not.
+        return cls(array, "float32", float("nan"), False, (0.0,) * scene.count,
+                   "per-pixel standard deviation over the 8 dihedral transforms, in data units")
+
+
+def _write_tiles(store: TileStore, scene: SceneInfo, layer: Layer, path: Path,
+                 on_tile: Callable[[int], None] | None) -> None:
     plan, s = store.plan, store.plan.scale
     height, width = plan.output_shape
     profile = {
-        "driver": "GTiff", "width": width, "height": height, "count": scene.count, "dtype": scene.dtype,
+        "driver": "GTiff", "width": width, "height": height, "count": scene.count, "dtype": layer.dtype,
         "crs": scene.grid.crs, "transform": scene.grid.transform * Affine.scale(1 / s),
-        "nodata": scene.nodata, "tiled": True, "blockxsize": BLOCK, "blockysize": BLOCK,
+        "nodata": layer.nodata, "tiled": True, "blockxsize": BLOCK, "blockysize": BLOCK,
         "compress": "zstd", "zstd_level": 1, "bigtiff": "if_safer",
     }
-    use_mask = scene.has_mask and scene.nodata is None
-    output, valid = store.group["output"], store.group["valid"]
+    values_array, valid = store.group[layer.array], store.group["valid"]
     with rasterio.open(path, "w", **profile) as dst:
         for tile in plan.tiles():
             (r0, c0), h, w = tile.pad_before, int(tile.core.height), int(tile.core.width)
             core_valid = valid[tile.id, 0, r0 : r0 + h, c0 : c0 + w]
             up_valid = np.repeat(np.repeat(core_valid, s, axis=0), s, axis=1)
             y0, x0 = int(tile.core.row_off) * s, int(tile.core.col_off) * s
-            values = output[:, y0 : y0 + h * s, x0 : x0 + w * s]
+            values = values_array[:, y0 : y0 + h * s, x0 : x0 + w * s]
             window = Window(x0, y0, w * s, h * s)
-            dst.write(to_dtype(values, up_valid, scene.dtype, scene.nodata), window=window)
-            if use_mask:
+            dst.write(to_dtype(values, up_valid, layer.dtype, layer.nodata), window=window)
+            if layer.mask:
                 dst.write_mask((up_valid * 255).astype("uint8"), window=window)
             if on_tile is not None:
                 on_tile(tile.id)
         dst.descriptions = scene.descriptions
         dst.colorinterp = [ColorInterp[name] for name in scene.colorinterp]
         dst.units = scene.units
-        dst.scales, dst.offsets = scene.scales, scene.offsets
-        dst.update_tags(**provenance_tags(store))
+        dst.scales, dst.offsets = scene.scales, layer.offsets
+        dst.update_tags(**provenance_tags(store), SR_GEO_LAYER=layer.description)
 
 
 def export_cog(
@@ -99,10 +121,11 @@ def export_cog(
     destination: str | Path,
     scratch_dir: str | Path,
     *,
+    layer: str = "output",
     on_tile: Callable[[int], None] | None = None,
     threads: int | str = "ALL_CPUS",
 ) -> Path:
-    """Write `destination` atomically from a fully inferred store; returns the destination path."""
+    """Write store array `layer` to `destination` atomically from a fully inferred store."""
     destination = Path(destination)
     scene = SceneInfo.from_attrs(store.attrs["scene"])
     token = uuid.uuid4().hex[:12]  # concurrent runs never share a temporary file
@@ -110,7 +133,7 @@ def export_cog(
     partial = destination.with_name(f".{destination.name}.{token}.partial")
     try:
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-            _write_tiles(store, scene, scratch, on_tile)
+            _write_tiles(store, scene, Layer.for_store(layer, scene), scratch, on_tile)
             # PREDICTOR=YES: horizontal differencing for integers, floating-point predictor for floats.
             rasterio.shutil.copy(
                 scratch, partial, driver="COG", BLOCKSIZE=BLOCK, COMPRESS="DEFLATE", PREDICTOR="YES",

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import threading
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
+from sr_geo.consistency import BackProjection
+from sr_geo.degrade import SensorModel
 from sr_geo.models.base import SRModel
 from sr_geo.store import TileStore
+from sr_geo.uncertainty import dihedral_spread
 
 
 @dataclass(frozen=True)
@@ -34,8 +37,41 @@ class Normalisation:
         return np.where(valid[..., None, :, :], x, np.float32(0))
 
     def invert(self, x: np.ndarray) -> np.ndarray:
-        shape = (-1, 1, 1)
-        return x * self.std.astype(np.float32).reshape(shape) + self.mean.astype(np.float32).reshape(shape)
+        return x * self._std() + self.mean.astype(np.float32).reshape(-1, 1, 1)
+
+    def invert_spread(self, spread: np.ndarray) -> np.ndarray:
+        """A standard deviation in model units back to data units (scale only, no offset)."""
+        return spread * self._std()
+
+    def _std(self) -> np.ndarray:
+        return self.std.astype(np.float32).reshape(-1, 1, 1)
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How the model is applied, recorded in the store so every actor applies it the same way.
+
+    `uncertainty` adds a per-pixel spread under dihedral transforms (sr_geo.uncertainty);
+    `consistency_iterations` > 0 back-projects the output onto the input under the sensor model
+    with MTF `consistency_mtf` at Nyquist (sr_geo.consistency).
+    """
+
+    uncertainty: bool = False
+    consistency_iterations: int = 0
+    consistency_mtf: float = 0.3
+
+    def back_projection(self, scale: int) -> BackProjection | None:
+        if self.consistency_iterations <= 0:
+            return None
+        return BackProjection(SensorModel(scale, self.consistency_mtf), self.consistency_iterations)
+
+    def extra_radius(self, scale: int) -> int:
+        """Halo the options need beyond the model's own receptive radius."""
+        projection = self.back_projection(scale)
+        return projection.radius if projection else 0
+
+    def to_attrs(self) -> dict:
+        return asdict(self)
 
 
 def choose_device(requested: str = "auto") -> torch.device:
@@ -44,12 +80,34 @@ def choose_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
+def _autocast(device: torch.device):
+    """bf16 autocast for the network on GPU (no loss scaling needed, unlike fp16); none on CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
 def forward(model: SRModel, x: np.ndarray, device: torch.device) -> np.ndarray:
-    """Model output for a float32 batch (N, C, h, w), without gradients, autocast on GPU."""
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    with torch.inference_mode(), autocast:
+    """The plain network on a normalised float32 batch (N, C, h, w), without gradients."""
+    with torch.inference_mode(), _autocast(device):
         y = model(torch.from_numpy(np.ascontiguousarray(x)).to(device, non_blocking=True))
     return y.float().cpu().numpy()
+
+
+def run_model(
+    model: SRModel, x: np.ndarray, valid: np.ndarray, device: torch.device, options: InferenceOptions
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Output (and spread, with uncertainty) for a normalised float32 batch (N, C, h, w), valid (N, h, w).
+
+    The network runs under autocast; back-projection always in float32.
+    """
+    with torch.inference_mode():
+        xt = torch.from_numpy(np.ascontiguousarray(x)).to(device, non_blocking=True)
+        with _autocast(device):
+            y, spread = dihedral_spread(model, xt) if options.uncertainty else (model(xt), None)
+        y = y.float()
+        projection = options.back_projection(model.scale)
+        if projection is not None:
+            y = projection.project(y, xt, torch.from_numpy(np.ascontiguousarray(valid)).to(device))
+    return y.cpu().numpy(), None if spread is None else spread.float().cpu().numpy()
 
 
 class TilePredictor:
@@ -63,8 +121,8 @@ class TilePredictor:
         self.store = TileStore.open(store_url, storage_options)
         self.model = model.to(device).eval()
         self.device = device
-        mean, std = self.store.band_statistics()
-        self.norm = Normalisation(mean, std)
+        self.norm = Normalisation(*self.store.band_statistics())
+        self.options = InferenceOptions(**self.store.attrs.get("inference", {}))
         self._model_lock = threading.Lock()
 
     def predict(self, tile_ids: list[int]) -> list[int]:
@@ -72,23 +130,32 @@ class TilePredictor:
         pixels, valid = self.store.read_inputs(tile_ids)
         x = self.norm.apply(pixels[:, 0], valid[:, 0])
         with self._model_lock:
-            y = forward(self.model, x, self.device)
+            y, spread = run_model(self.model, x, valid[:, 0], self.device, self.options)
         y = self.norm.invert(y)
         plan, s = self.store.plan, self.store.plan.scale
-        for tile_id, out in zip(tile_ids, y, strict=True):
+        for i, tile_id in enumerate(tile_ids):
             tile = plan.tile(tile_id)
             (r0, c0), h, w = tile.pad_before, int(tile.core.height), int(tile.core.width)
-            self.store.write_output(tile, out[:, r0 * s : (r0 + h) * s, c0 * s : (c0 + w) * s])
+            core = (slice(None), slice(r0 * s, (r0 + h) * s), slice(c0 * s, (c0 + w) * s))
+            self.store.write_output(tile, y[i][core])
+            if spread is not None:
+                self.store.write_output(tile, self.norm.invert_spread(spread[i])[core], array="uncertainty")
             self.store.mark("done", tile_id)
         return list(tile_ids)
 
 
 def predict_whole(
-    model: SRModel, pixels: np.ndarray, valid: np.ndarray, halo: int, norm: Normalisation, device: torch.device
+    model: SRModel,
+    pixels: np.ndarray,
+    valid: np.ndarray,
+    halo: int,
+    norm: Normalisation,
+    device: torch.device,
+    options: InferenceOptions = InferenceOptions(),
 ) -> np.ndarray:
     """One forward pass over a whole (B, H, W) image reflect-padded by `halo`: the seam-free reference."""
-    x = norm.apply(pixels, valid)
-    x = np.pad(x, ((0, 0), (halo, halo), (halo, halo)), mode="reflect")
-    y = norm.invert(forward(model, x[None], device)[0])
+    x = np.pad(norm.apply(pixels, valid), ((0, 0), (halo, halo), (halo, halo)), mode="reflect")
+    valid = np.pad(valid, halo, mode="reflect")
+    y = norm.invert(run_model(model, x[None], valid[None], device, options)[0][0])
     s = model.scale
     return y[:, halo * s : y.shape[1] - halo * s, halo * s : y.shape[2] - halo * s]

@@ -45,6 +45,7 @@ class RunKey:
     scale: int
     tile: int
     halo: int
+    inference: str = "{}"  # InferenceOptions as sorted JSON: they change the output too
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
@@ -71,6 +72,7 @@ class TileStore:
         key: RunKey,
         model_attrs: dict,
         frames: int = 1,
+        inference: dict | None = None,
         storage_options: dict | None = None,
     ) -> TileStore:
         """Create the arrays, then the attributes: a store without attributes is an aborted create."""
@@ -90,10 +92,12 @@ class TileStore:
             "stats", shape=(n, frames, bands, 3), chunks=(1, frames, bands, 3), dtype="float64",
             fill_value=0.0, dimension_names=("tile", "time", "band", "stat"),
         )
-        group.create_array(
-            "output", shape=(bands, *plan.output_shape), chunks=(bands, *plan.output_chunk),
-            dtype="float32", compressors=_LZ4, fill_value=np.nan, dimension_names=("band", "y", "x"),
-        )
+        inference = inference or {}
+        for layer in ("output", "uncertainty") if inference.get("uncertainty") else ("output",):
+            group.create_array(
+                layer, shape=(bands, *plan.output_shape), chunks=(bands, *plan.output_chunk),
+                dtype="float32", compressors=_LZ4, fill_value=np.nan, dimension_names=("band", "y", "x"),
+            )
         for marker in ("tiled", "done"):
             group.create_array(marker, shape=(n,), chunks=(1,), dtype="uint8", fill_value=0,
                                dimension_names=("tile",))
@@ -111,6 +115,7 @@ class TileStore:
             "nodata": scene.nodata,
             "dtype": scene.dtype,
             "model": model_attrs,
+            "inference": inference,
             "source": {"path": key.source_path, "size": key.source_size, "mtime": key.source_mtime},
         }
         return cls(group)
@@ -155,10 +160,11 @@ class TileStore:
             self.group["valid"].get_orthogonal_selection((index,)),
         )
 
-    def write_output(self, tile: Tile, core: np.ndarray) -> None:
+    def write_output(self, tile: Tile, core: np.ndarray, array: str = "output") -> None:
+        """Write a tile's core at output resolution into its own chunk of `array`."""
         s = self.plan.scale
         y0, x0 = int(tile.core.row_off) * s, int(tile.core.col_off) * s
-        self.group["output"][:, y0 : y0 + core.shape[-2], x0 : x0 + core.shape[-1]] = core
+        self.group[array][:, y0 : y0 + core.shape[-2], x0 : x0 + core.shape[-1]] = core
 
     def band_statistics(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-band mean and std over every valid core pixel of every frame.

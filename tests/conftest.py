@@ -98,9 +98,9 @@ def random_cnn_weights(tmp_path: Path) -> Callable[[int], Path]:
     from sr_geo.models.registry import ARCHITECTURES
     from sr_geo.models.weights import save_weights
 
-    def make(scale: int = 4, bands: int = 3) -> Path:
+    def make(scale: int = 4) -> Path:
         torch.manual_seed(0)
-        model = ARCHITECTURES["cnn"](bands=bands, scale=scale)
+        model = ARCHITECTURES["cnn"](scale=scale)
         with torch.no_grad():
             model.tail.weight.normal_(0, 0.05)
         path = tmp_path / f"cnn_random_x{scale}.safetensors"

@@ -27,6 +27,10 @@ def pipeline_options(fn):
                      help="Where models run; auto uses GPUs when Ray sees them."),
         click.option("--ray-address", envvar="RAY_ADDRESS", help="Ray cluster to use [default: a local one]."),
         click.option("--keep-store", is_flag=True, help="Keep the Zarr store after a successful run."),
+        click.option("--uncertainty", is_flag=True,
+                     help="Also write OUT_uncertainty.tif: per-pixel spread under flips and rotations."),
+        click.option("--consistent", is_flag=True,
+                     help="Back-project the output so it reproduces the input under the sensor model."),
     ]
     for option in reversed(options):
         fn = option(fn)

@@ -69,7 +69,7 @@ def _kill_one_actor_when(store: TileStore, done_at_least: int, killed: list[int]
 def test_pool_survives_a_killed_actor_process(make_raster, random_cnn_weights, tmp_path):
     """SIGKILL the actor mid-inference: Ray restarts it, retries the batch, and the output is exact."""
     source = make_raster(96, 96, bands=2, dtype="float32", seed=7)
-    spec = ModelSpec("cnn", 2, str(random_cnn_weights(scale=2, bands=2)))
+    spec = ModelSpec("cnn", 2, str(random_cnn_weights(scale=2)))
     model = build_model(spec, 2)
     scene = inspect_scene(str(source))
     plan = plan_tiles(96, 96, tile=16, halo=model.receptive_radius, scale=2)

@@ -164,6 +164,7 @@ def super_resolve_scene(
     """Super-resolve one georeferenced raster into a COG at `destination`; returns the run summary."""
     spec = ModelSpec(model, scale, weights)
     options = InferenceOptions(uncertainty=uncertainty, consistency_iterations=CONSISTENCY_ITERATIONS if consistent else 0)
+    default_workdir = workdir is None
     workdir = workdir or str(Path(destination).resolve().parent / ".sr-geo-work")
     seconds: dict[str, float] = {}
 
@@ -192,4 +193,6 @@ def super_resolve_scene(
     summary = report(source, destination, scale, summary, quicklook)
     if not keep_store:
         shutil.rmtree(store_url, ignore_errors=True)
+        if default_workdir and not any(Path(workdir).iterdir()):
+            Path(workdir).rmdir()  # leave nothing beside the output but the output
     return summary

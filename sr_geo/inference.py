@@ -40,8 +40,12 @@ class Normalisation:
         return x * self._std() + self.mean.astype(np.float32).reshape(-1, 1, 1)
 
     def invert_spread(self, spread: np.ndarray) -> np.ndarray:
-        """A standard deviation in model units back to data units (scale only, no offset)."""
-        return spread * self._std()
+        """A standard deviation in model units back to data units (scale only, no offset).
+
+        Rounded to 1/1000 of the scene's std first: finer digits carry no information and would
+        only defeat compression of the uncertainty COG.
+        """
+        return np.round(spread, 3) * self._std()
 
     def _std(self) -> np.ndarray:
         return self.std.astype(np.float32).reshape(-1, 1, 1)

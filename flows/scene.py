@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from tqdm import tqdm
 
-from sr_geo import __version__
+from sr_geo import __version__, storage
 from sr_geo.export import export_cog
 from sr_geo.inference import InferenceOptions
 from sr_geo.models.registry import ModelSpec, build_model, weights_id
@@ -60,7 +59,7 @@ def plan_run(scene_attrs: dict, spec: ModelSpec, options: InferenceOptions, tile
     sha = weights_id(spec, scene.count)
     key = RunKey(scene.path, scene.size_bytes, scene.mtime, spec.name, sha, spec.scale, tile, halo,
                  json.dumps(options.to_attrs(), sort_keys=True))
-    url = os.path.join(workdir, f"{Path(scene.path).stem}-{key.digest()[:16]}.zarr")
+    url = storage.join(workdir, f"{Path(scene.path.rsplit('/', 1)[-1]).stem}-{key.digest()[:16]}.zarr")
     model_attrs = {"name": spec.name, "weights_sha256": sha, "receptive_radius": model.receptive_radius}
     TileStore.open_or_create(url, key=key, scene=scene, plan=plan, model_attrs=model_attrs,
                              inference=options.to_attrs())
@@ -102,11 +101,12 @@ def export(store_url: str, destination: str, workdir: str) -> dict[str, str]:
         raise RuntimeError(f"{missing} tiles have no output yet; inference did not finish")
     layers = {"output": destination}
     if "uncertainty" in store.group:
-        path = Path(destination)
-        layers["uncertainty"] = str(path.with_name(f"{path.stem}_uncertainty{path.suffix or '.tif'}"))
-    for layer, path in layers.items():
-        with _bar(store.plan.n_tiles, layer[:9]) as bar:
-            export_cog(store, path, workdir, layer=layer, on_tile=lambda _: bar.update())
+        stem, dot, suffix = destination.rpartition(".")
+        layers["uncertainty"] = f"{stem}_uncertainty.{suffix}" if dot else f"{destination}_uncertainty.tif"
+    with storage.scratch_dir(workdir) as scratch:
+        for layer, path in layers.items():
+            with _bar(store.plan.n_tiles, layer[:9]) as bar:
+                export_cog(store, path, scratch, layer=layer, on_tile=lambda _: bar.update())
     return layers
 
 
@@ -165,7 +165,7 @@ def super_resolve_scene(
     spec = ModelSpec(model, scale, weights)
     options = InferenceOptions(uncertainty=uncertainty, consistency_iterations=CONSISTENCY_ITERATIONS if consistent else 0)
     default_workdir = workdir is None
-    workdir = workdir or str(Path(destination).resolve().parent / ".sr-geo-work")
+    workdir = workdir or storage.join(storage.parent(destination), ".sr-geo-work")
     seconds: dict[str, float] = {}
 
     def timed(stage: str, fn, *args):
@@ -192,7 +192,7 @@ def super_resolve_scene(
     }
     summary = report(source, destination, scale, summary, quicklook)
     if not keep_store:
-        shutil.rmtree(store_url, ignore_errors=True)
-        if default_workdir and not any(Path(workdir).iterdir()):
+        storage.remove_tree(store_url)
+        if default_workdir and not storage.is_remote(workdir) and not any(Path(workdir).iterdir()):
             Path(workdir).rmdir()  # leave nothing beside the output but the output
     return summary

@@ -22,6 +22,7 @@ from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
 from sr_geo.scene import SceneInfo
+from sr_geo.storage import is_remote, publish
 from sr_geo.store import TileStore
 
 BLOCK = 512
@@ -124,13 +125,20 @@ def export_cog(
     layer: str = "output",
     on_tile: Callable[[int], None] | None = None,
     threads: int | str = "ALL_CPUS",
-) -> Path:
-    """Write store array `layer` to `destination` atomically from a fully inferred store."""
-    destination = Path(destination)
+) -> str | Path:
+    """Write store array `layer` to `destination` (a path or object-store URL) from a fully inferred store.
+
+    `scratch_dir` is a local directory for the intermediate GeoTIFF. A local COG is finished under a
+    hidden name beside the target (same file system, so the rename is atomic); a remote one in the
+    scratch directory, then uploaded in one piece.
+    """
     scene = SceneInfo.from_attrs(store.attrs["scene"])
     token = uuid.uuid4().hex[:12]  # concurrent runs never share a temporary file
-    scratch = Path(scratch_dir) / f"{destination.stem}.{token}.stitched.tif"
-    partial = destination.with_name(f".{destination.name}.{token}.partial")
+    target = str(destination)
+    name = target.rsplit("/", 1)[-1]
+    scratch = Path(scratch_dir) / f"{Path(name).stem}.{token}.stitched.tif"
+    beside = Path(scratch_dir) if is_remote(target) else Path(target).parent
+    partial = beside / f".{name}.{token}.partial"
     try:
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
             _write_tiles(store, scene, Layer.for_store(layer, scene), scratch, on_tile)
@@ -139,7 +147,7 @@ def export_cog(
                 scratch, partial, driver="COG", BLOCKSIZE=BLOCK, COMPRESS="DEFLATE", PREDICTOR="YES",
                 OVERVIEWS="AUTO", OVERVIEW_RESAMPLING="AVERAGE", NUM_THREADS=str(threads), BIGTIFF="IF_SAFER",
             )
-        os.replace(partial, destination)
+        publish(partial, target)
     finally:
         partial.unlink(missing_ok=True)
         scratch.unlink(missing_ok=True)

@@ -8,9 +8,12 @@ from pathlib import Path
 from sr_geo.errors import InvalidRequestError
 from sr_geo.models.registry import ModelSpec, weights_path
 from sr_geo.scene import SceneInfo, check_has_valid_pixels, inspect_scene
+from sr_geo.storage import is_remote
 
 
 def _same_file(a: str, b: str) -> bool:
+    if is_remote(a) or is_remote(b):
+        return a.rstrip("/") == b.rstrip("/")
     if os.path.exists(a) and os.path.exists(b):
         return os.path.samefile(a, b)
     return os.path.abspath(a) == os.path.abspath(b)
@@ -20,13 +23,15 @@ def validate_request(source: str, destination: str, spec: ModelSpec) -> SceneInf
     """Validate input, output path and model together; returns the scene so it is read only once."""
     if _same_file(source, destination):
         raise InvalidRequestError(f"{destination}: output path is the input itself; choose another output path")
-    if os.path.isdir(destination):
+    if not is_remote(destination) and os.path.isdir(destination):
         raise InvalidRequestError(f"{destination}: output path is a directory; give a file name such as out.tif")
     if spec.weights and not Path(spec.weights).is_file():
         raise InvalidRequestError(f"{spec.weights}: weights file not found")
     scene = inspect_scene(source)
     check_has_valid_pixels(source)
     weights_path(spec, scene.count)
+    if is_remote(destination):
+        return scene
     parent = Path(destination).resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
     if not os.access(parent, os.W_OK):

@@ -17,6 +17,7 @@ from rasterio.errors import RasterioIOError
 
 from sr_geo.errors import InvalidRasterError
 from sr_geo.grid import Grid, check_north_up
+from sr_geo.storage import configure_gdal, identity, is_remote
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 
@@ -79,7 +80,8 @@ class SceneInfo:
 
 
 def _open(path: str) -> rasterio.DatasetReader:
-    if not path.startswith(("s3://", "gs://", "az://", "http://", "https://", "/vsi")):
+    configure_gdal()
+    if not is_remote(path):
         if not os.path.exists(path):
             raise InvalidRasterError(f"{path}: no such file")
         if os.path.isdir(path):
@@ -126,7 +128,7 @@ def inspect_scene(path: str) -> SceneInfo:
             ds.read(window=((ds.height - 1, ds.height), (ds.width - 1, ds.width)))
         except RasterioIOError as exc:
             raise InvalidRasterError(f"{path}: pixel data cannot be read ({str(exc).splitlines()[0]})") from None
-        stat = os.stat(path) if os.path.exists(path) else None
+        size, mtime = identity(path)
         return SceneInfo(
             path=path,
             grid=Grid(crs=ds.crs.to_wkt(), transform=ds.transform, width=ds.width, height=ds.height),
@@ -139,8 +141,8 @@ def inspect_scene(path: str) -> SceneInfo:
             units=tuple(u or "" for u in ds.units),
             scales=tuple(float(s) for s in ds.scales),
             offsets=tuple(float(o) for o in ds.offsets),
-            size_bytes=stat.st_size if stat else 0,
-            mtime=stat.st_mtime if stat else 0.0,
+            size_bytes=size,
+            mtime=mtime,
         )
 
 

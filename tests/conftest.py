@@ -150,3 +150,43 @@ def bicubic_cog(source: Path, work: Path, *, scale: int, tile: int = 32, halo: i
 
     url = predicted_store(source, work, scale=scale, tile=tile, halo=halo)
     return export_cog(TileStore.open(url, mode="r"), work / "sr.tif", work, threads=2)
+
+
+S3_SECRET = "SRGEO-TEST-SECRET-7f3a9c"  # recognisable, so a leak is found by a plain search
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory) -> dict[str, str]:
+    """A real S3-compatible server (moto) on 127.0.0.1 with a bucket; returns the client environment."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    moto = Path(sys.executable).with_name("moto_server")
+    process = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(endpoint, timeout=1)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise
+            time.sleep(0.2)
+    env = {"AWS_ACCESS_KEY_ID": "srgeo-test-key", "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+           "AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": "us-east-1"}
+    import boto3
+
+    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                 aws_secret_access_key=S3_SECRET, region_name="us-east-1").create_bucket(Bucket="sr-geo")
+    yield env
+    process.terminate()
+    process.wait(timeout=10)

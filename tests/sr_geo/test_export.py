@@ -159,6 +159,7 @@ def test_band_metadata_and_provenance_are_carried_over(exported) -> None:
         "SR_GEO_SOURCE": "scene.tif",
         "SR_GEO_SOURCE_SIZE": str(os.path.getsize(run.source)),
         "SR_GEO_RUN_KEY": run.store.attrs["run_key"],
+        "SR_GEO_LAYER": "super-resolved image",
     }
 
 

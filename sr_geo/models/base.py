@@ -2,7 +2,8 @@
 
 Models work on per-band standardised pixels ((x - scene mean) / scene std, invalid pixels set to 0),
 so one set of weights serves uint8 aerial, uint16 reflectance and float data alike; the pipeline owns
-normalisation, the model never sees raw digital numbers.
+normalisation, the model never sees raw digital numbers. Models are band-agnostic: they take any
+number of bands, so a model is built from its scale (and size) alone.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from sr_geo.models.receptive import theoretical_radius
 
 
 class SRModel(nn.Module):
-    """A single-image model mapping (N, C, H, W) to (N, C, H·scale, W·scale).
+    """A single-image model mapping (N, C, H, W) to (N, C, H·scale, W·scale) for any C >= 1.
 
     `receptive_radius` is what the tile planner uses as the default halo: the measured effective
     radius when the weights carry one, otherwise the theoretical radius computed from the network.
@@ -23,21 +24,20 @@ class SRModel(nn.Module):
     arch: str = ""
     temporal: bool = False
 
-    def __init__(self, bands: int, scale: int) -> None:
+    def __init__(self, scale: int) -> None:
         super().__init__()
-        self.bands = bands
         self.scale = scale
         self.effective_radius: int | None = None
         self._theoretical_radius: int | None = None
 
     def config(self) -> dict:
         """Constructor arguments, stored in the weights header so the model rebuilds without pickle."""
-        return {"bands": self.bands, "scale": self.scale}
+        return {"scale": self.scale}
 
     @property
     def theoretical_radius(self) -> int:
         if self._theoretical_radius is None:
-            self._theoretical_radius = theoretical_radius(self, self.bands, self.scale)
+            self._theoretical_radius = theoretical_radius(self, self.scale)
         return self._theoretical_radius
 
     @property

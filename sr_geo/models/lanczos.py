@@ -29,8 +29,8 @@ def lanczos_weights(scale: int) -> torch.Tensor:
 class Lanczos(SRModel):
     arch = "lanczos"
 
-    def __init__(self, bands: int, scale: int) -> None:
-        super().__init__(bands, scale)
+    def __init__(self, scale: int) -> None:
+        super().__init__(scale)
         self.register_buffer("taps", lanczos_weights(scale), persistent=False)
 
     def _along_last(self, x: torch.Tensor) -> torch.Tensor:

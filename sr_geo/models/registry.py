@@ -1,8 +1,7 @@
-"""Which models exist and how a name, a scale and a band count become a ready model.
+"""Which models exist and how a name and a scale become a ready model.
 
-Shipped weights live in `sr_geo/weights/` as `{name}_x{scale}_{bands}b.safetensors`. A scene whose
-band count has no dedicated weights uses the single-band weights on every band (`Bandwise`), so
-every band count from 1 upward works with what ships.
+Learned models are band-agnostic, so one weights file per (model, scale) serves every band count:
+shipped weights live in `sr_geo/weights/` as `{name}_x{scale}.safetensors`.
 """
 
 from __future__ import annotations
@@ -10,35 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from sr_geo.errors import InvalidRequestError
 from sr_geo.models.base import SRModel
 from sr_geo.models.bicubic import Bicubic
 from sr_geo.models.cnn import CNN
+from sr_geo.models.gan import RRDBNet
 from sr_geo.models.lanczos import Lanczos
+from sr_geo.models.rnn import RNN
 from sr_geo.models.weights import file_sha256, load_weights
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-ARCHITECTURES: dict[str, type[SRModel]] = {"bicubic": Bicubic, "lanczos": Lanczos, "cnn": CNN}
+ARCHITECTURES: dict[str, type[SRModel]] = {"bicubic": Bicubic, "lanczos": Lanczos, "cnn": CNN, "gan": RRDBNet, "rnn": RNN}
 CLASSICAL = ("bicubic", "lanczos")
 SCALES = (2, 4)
-
-
-class Bandwise(SRModel):
-    """Runs a single-band model on each band independently (bands folded into the batch)."""
-
-    def __init__(self, inner: SRModel, bands: int) -> None:
-        super().__init__(bands, inner.scale)
-        self.inner = inner
-        self.arch = inner.arch
-        self.effective_radius = inner.effective_radius
-        self._theoretical_radius = inner._theoretical_radius
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        y = self.inner(x.reshape(n * c, 1, h, w))
-        return y.reshape(n, c, *y.shape[-2:])
 
 
 @dataclass(frozen=True)
@@ -61,19 +44,20 @@ class ModelSpec:
 
 
 def weights_path(spec: ModelSpec, bands: int) -> Path | None:
-    """The weights file that serves `bands` bands, or None for a model without weights."""
+    """The weights file that will serve a `bands`-band scene, or None for a model without weights."""
+    if bands < 1:
+        raise InvalidRequestError(f"a scene needs at least one band, got {bands}")
     if spec.weights:
         return Path(spec.weights)
     if spec.name in CLASSICAL:
         return None
-    for count in (bands, 1):
-        candidate = WEIGHTS_DIR / f"{spec.name}_x{spec.scale}_{count}b.safetensors"
-        if candidate.is_file():
-            return candidate
-    raise InvalidRequestError(
-        f"no shipped weights for model {spec.name!r} at ×{spec.scale}; pass --weights FILE "
-        "(train one with `sr-geo train`)"
-    )
+    candidate = WEIGHTS_DIR / f"{spec.name}_x{spec.scale}.safetensors"
+    if not candidate.is_file():
+        raise InvalidRequestError(
+            f"no shipped weights for model {spec.name!r} at ×{spec.scale}; pass --weights FILE "
+            "(train one with `sr-geo train`)"
+        )
+    return candidate
 
 
 def weights_id(spec: ModelSpec, bands: int) -> str:
@@ -83,14 +67,13 @@ def weights_id(spec: ModelSpec, bands: int) -> str:
 
 
 def build_model(spec: ModelSpec, bands: int) -> SRModel:
+    """The model for `spec`, ready for a scene of `bands` bands (any count: the models are band-agnostic)."""
     path = weights_path(spec, bands)
     if path is None:
-        return ARCHITECTURES[spec.name](bands, spec.scale).eval()
+        return ARCHITECTURES[spec.name](spec.scale).eval()
     model = load_weights(path, ARCHITECTURES)
     if model.scale != spec.scale:
         raise InvalidRequestError(f"{path}: weights are for ×{model.scale}, not ×{spec.scale}")
-    if model.bands == bands:
-        return model
-    if model.bands == 1:
-        return Bandwise(model, bands).eval()
-    raise InvalidRequestError(f"{path}: weights are for {model.bands} bands, the scene has {bands}")
+    if model.arch != spec.name:
+        raise InvalidRequestError(f"{path}: weights are for model {model.arch!r}, not {spec.name!r}")
+    return model

@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from sr_geo import __version__
 from sr_geo.errors import InvalidRequestError
 from sr_geo.models.base import SRModel
+from sr_geo.models.receptive import SEAM_TOLERANCE
 
 
 def save_weights(model: SRModel, path: str | Path, **card: object) -> None:
@@ -23,12 +24,14 @@ def save_weights(model: SRModel, path: str | Path, **card: object) -> None:
     metadata = {
         "arch": model.arch,
         "config": json.dumps(model.config()),
+        "scale": str(model.scale),
         "theoretical_radius": str(model.theoretical_radius),
         "normalisation": "per-band scene standardisation: (x - mean) / std over valid pixels; invalid pixels 0",
         "sr_geo_version": __version__,
     }
     if model.effective_radius is not None:
         metadata["effective_radius"] = str(model.effective_radius)
+        metadata["effective_radius_tolerance"] = str(SEAM_TOLERANCE)
     metadata.update({key: json.dumps(value) for key, value in card.items()})
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     save_file(tensors, str(path), metadata=metadata)

@@ -1,0 +1,1 @@
+"""Self-supervised training of the learned models: degrade real HR imagery, learn to invert it."""

@@ -1,0 +1,156 @@
+"""Synthetic time series from one high-resolution image: what a satellite revisiting one place records.
+
+Every frame is the HR image through the same sensor model as the single-image models see
+(`sr_geo.degrade.SensorModel`: Gaussian PSF set by the MTF at LR Nyquist, block-mean downsampling,
+white noise), one sensor per stack, plus what differs between real acquisitions:
+
+- geolocation jitter: a sub-pixel translation per frame, uniform within ±`jitter` LR pixels on each
+  axis, applied exactly by centring the separable Gaussian PSF on the shifted position (no
+  interpolation of the HR image);
+- radiometry: a gain (contrast) and an offset (brightness, in band standard deviations) per frame;
+- noise: an independent realisation per frame;
+- clouds: a mask per frame; a frame is clear with probability `clear`, fully masked (a missing
+  acquisition) with probability `missing`, otherwise covered to a uniform fraction in `cover` by a
+  smooth random field thresholded at that quantile. Cloudy pixels are set to the frame's brightest
+  value, as a cloud would be, and marked invalid.
+
+The jitter has zero mean, so the HR image is the stack's geometric reference, as the reference frame
+is at inference. Training (`TemporalSampler`) and `sr-geo eval --stack` use the same synthesis.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from sr_geo.degrade import SensorModel, area_downsample
+from sr_geo.training.data import Batch, PatchSampler, ValidationPatch, _choice
+from sr_geo.training.split import Split
+
+MAX_FRAMES = 8  # training stacks have 1..MAX_FRAMES frames; validation stacks MAX_FRAMES
+
+
+@dataclass(frozen=True)
+class StackSynthesis:
+    """How the frames of one synthetic stack differ; the defaults trained `rnn_x4` and drive stack evaluation."""
+
+    jitter: float = 0.5
+    gain: tuple[float, float] = (0.9, 1.1)
+    offset: float = 0.05
+    clear: float = 0.3
+    missing: float = 0.05
+    cover: tuple[float, float] = (0.05, 0.6)
+
+    def kernel_radius(self, sensor: SensorModel) -> int:
+        """HR pixels the shifted PSF reaches: the margin a window needs around its patch."""
+        return math.ceil(4.0 * sensor.psf_sigma + self.jitter * sensor.scale)
+
+    def frames(
+        self, window: torch.Tensor, count: int, sensor: SensorModel, margin: int, generator: torch.Generator,
+        band_std: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`count` LR frames (T, C, h, w) and their validity (T, h, w) of the HR `window` (C, H, W) without
+        its `margin` (HR pixels, a multiple of the scale); offset and noise scale with `band_std` (C,)."""
+        s = sensor.scale
+        if margin % s or self.kernel_radius(sensor) > margin:
+            raise ValueError(f"margin {margin} must be a multiple of {s} and at least {self.kernel_radius(sensor)}")
+        std = torch.ones(window.shape[0]) if band_std is None else band_std.to(torch.float32)
+        std = std.reshape(-1, 1, 1)
+        crop = slice(margin // s, (window.shape[-2] - margin) // s), slice(margin // s, (window.shape[-1] - margin) // s)
+        shifts = (torch.rand((count, 2), generator=generator, dtype=torch.float64) * 2 - 1) * self.jitter * s
+        lr = area_downsample(shifted_blur(window, sensor.psf_sigma, shifts), s)[:, :, crop[0], crop[1]]
+        gains = [_uniform(generator, *self.gain) for _ in range(count)]
+        offsets = [_uniform(generator, -self.offset, self.offset) for _ in range(count)]
+        lr = torch.tensor(gains).reshape(-1, 1, 1, 1) * lr + torch.tensor(offsets).reshape(-1, 1, 1, 1) * std
+        if sensor.noise_std > 0:
+            lr = lr + sensor.noise_std * std * torch.randn(lr.shape, generator=generator)
+        valid = torch.stack([self.clouds(lr.shape[-2:], generator) for _ in range(count)])
+        bright = lr.amax(dim=(-2, -1), keepdim=True)
+        return torch.where(valid.unsqueeze(1), lr, bright), valid
+
+    def clouds(self, shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
+        """Validity (h, w) of one frame: clear, missing, or a smooth cloud field at a random cover."""
+        u = float(torch.rand(1, generator=generator, dtype=torch.float64))
+        if u < self.clear:
+            return torch.ones(shape, dtype=torch.bool)
+        if u < self.clear + self.missing:
+            return torch.zeros(shape, dtype=torch.bool)
+        cover = _uniform(generator, *self.cover)
+        cells = 2 + _choice(generator, 4)
+        field = F.interpolate(torch.randn((1, 1, cells, cells), generator=generator), size=tuple(shape),
+                              mode="bicubic", align_corners=False)[0, 0]
+        return field <= torch.quantile(field.flatten(), 1.0 - cover)
+
+    def card(self) -> dict:
+        """Model-card fields: units are LR pixels (jitter), band standard deviations (offset), fractions."""
+        return {
+            "frames": f"1..{MAX_FRAMES} per training stack (uniform, one count per batch); {MAX_FRAMES} in validation",
+            "per_frame": "sub-pixel shift (shifted PSF), gain and offset, own noise, synthetic cloud mask; "
+                         "one sensor model per stack",
+            **asdict(self),
+        }
+
+
+def shifted_blur(hr: torch.Tensor, sigma: float, shifts: torch.Tensor) -> torch.Tensor:
+    """The Gaussian PSF centred at each (dy, dx) of `shifts` (T, 2) HR pixels, separable, reflect-padded:
+    (C, H, W) in, (T, C, H, W) out, every frame in one grouped convolution per axis.
+
+    Output pixel i of frame t is the blurred scene at i + shift_t: the frame sees the scene moved by -shift_t.
+    """
+    channels, height, width = hr.shape
+    frames = shifts.shape[0]
+    radius = math.ceil(4.0 * sigma + float(shifts.abs().max()))
+    x = hr.unsqueeze(0).expand(frames, -1, -1, -1).reshape(1, frames * channels, height, width)
+    for axis in (1, 0):  # columns (dx), then rows (dy)
+        taps = torch.arange(-radius, radius + 1, dtype=torch.float64)[None, :] - shifts[:, axis : axis + 1]
+        kernel = torch.exp(-(taps**2) / (2.0 * sigma**2))
+        kernel = (kernel / kernel.sum(dim=1, keepdim=True)).to(hr.dtype).repeat_interleave(channels, dim=0)
+        if axis == 1:
+            x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), kernel[:, None, None, :], groups=frames * channels)
+        else:
+            x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), kernel[:, None, :, None], groups=frames * channels)
+    return x.reshape(frames, channels, height, width)
+
+
+class TemporalSampler(PatchSampler):
+    """Training stacks for temporal models: one HR window per sample, synthetic frames of it.
+
+    Windows are drawn exactly as `PatchSampler` draws them (same split, margin, band subsets and
+    augmentation); a batch has one frame count, 1..MAX_FRAMES. Invalid pixels are 0, as the
+    pipeline's normalisation hands them to the model.
+    """
+
+    synthesis = StackSynthesis()
+
+    def batch(self, step: int, size: int) -> Batch:
+        generator = self.step_generator(step)
+        k = _choice(generator, self.max_bands) + 1
+        frames = _choice(generator, MAX_FRAMES) + 1
+        lrs, valids, hrs = [], [], []
+        for window in self.windows(generator, k, size):
+            lr, valid, hr = self._stack(window, frames, generator)
+            lrs.append(lr)
+            valids.append(valid)
+            hrs.append(hr)
+        return Batch(torch.stack(lrs), torch.stack(hrs), torch.stack(valids))
+
+    def validation(self, split: Split, count: int) -> list[ValidationPatch]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 - 1)
+        patches = []
+        for raster, window in self.validation_windows(split, count, generator):
+            lr, valid, hr = self._stack(window, MAX_FRAMES, generator)
+            patches.append(ValidationPatch(raster.name, lr[None], hr[None], raster.data_range, valid[None]))
+        return patches
+
+    def _stack(self, window: torch.Tensor, frames: int, generator: torch.Generator):
+        sensor = self.ranges.sample(self.scale, generator)
+        lr, valid = self.synthesis.frames(window, frames, sensor, self.margin, generator)
+        m, p = self.margin, self.patch
+        return torch.where(valid.unsqueeze(1), lr, 0.0), valid, window[:, m : m + p, m : m + p]
+
+
+def _uniform(generator: torch.Generator, low: float, high: float) -> float:
+    return low + float(torch.rand(1, generator=generator, dtype=torch.float64)) * (high - low)

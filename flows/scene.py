@@ -37,7 +37,9 @@ CONSISTENCY_ITERATIONS = 8
 
 
 def _bar(total: int, desc: str, initial: int = 0) -> tqdm:
-    return tqdm(total=total, initial=initial, desc=f"{desc:<9}", unit="tile", leave=True, dynamic_ncols=True)
+    # disable=None: bars only on a terminal, so concurrent scenes in logs never interleave them.
+    return tqdm(total=total, initial=initial, desc=f"{desc:<9}", unit="tile", leave=True, dynamic_ncols=True,
+                disable=None)
 
 
 @task(name="inspect")
@@ -84,8 +86,8 @@ def infer(store_url: str, spec: ModelSpec, batch_size: int, device: str, ray_add
     start = time.perf_counter()
     with ray_session(ray_address, num_cpus=os.cpu_count()):
         ray_seconds = time.perf_counter() - start
-        cpus, gpus = cluster_resources()
-        pool = default_pool(cpus, gpus, batch_size, device)
+        cpus, node_cpus, gpus = cluster_resources()
+        pool = default_pool(cpus, gpus, batch_size, device, node_cpus)
         with _bar(store.plan.n_tiles, "inference", store.plan.n_tiles - len(pending)) as bar:
             run = run_pool(store_url, pending, spec, store.group["input"].shape[2], pool,
                            on_batch=lambda ids: bar.update(len(ids)))
@@ -174,25 +176,26 @@ def super_resolve_scene(
         seconds[stage] = time.perf_counter() - start
         return result
 
-    scene_attrs = timed("inspect", inspect_input, source, destination, spec)
-    store_url = timed("plan", plan_run, scene_attrs, spec, options, tile, halo, workdir)
-    timed("tile", tile_input, store_url, source, os.cpu_count() or 1)
-    inferred = timed("infer", infer, store_url, spec, batch_size, device, ray_address)
-    layers = timed("export", export, store_url, destination, workdir)
-    plan = TileStore.open(store_url, mode="r").plan
-    if quicklook:
-        write_quicklook(source, destination, scale, quicklook)
-    working = sum(seconds.values()) - inferred["startup_seconds"]
-    megapixels = plan.output_shape[0] * plan.output_shape[1] / 1e6
-    summary = {
-        "source": source, "destination": destination, "model": model, "scale": scale,
-        "tiles": plan.n_tiles, "tiles_inferred": inferred["tiles"], "startup_seconds": inferred["startup_seconds"],
-        "halo": plan.halo, "store": store_url, "layers": layers,
-        "seconds": seconds, "output_megapixels": megapixels, "megapixels_per_second": megapixels / working,
-    }
-    summary = report(source, destination, scale, summary, quicklook)
-    if not keep_store:
-        storage.remove_tree(store_url)
-        if default_workdir and not storage.is_remote(workdir) and not any(Path(workdir).iterdir()):
-            Path(workdir).rmdir()  # leave nothing beside the output but the output
+    with storage.output_lock(destination):
+        scene_attrs = timed("inspect", inspect_input, source, destination, spec)
+        store_url = timed("plan", plan_run, scene_attrs, spec, options, tile, halo, workdir)
+        timed("tile", tile_input, store_url, source, os.cpu_count() or 1)
+        inferred = timed("infer", infer, store_url, spec, batch_size, device, ray_address)
+        layers = timed("export", export, store_url, destination, workdir)
+        plan = TileStore.open(store_url, mode="r").plan
+        if quicklook:
+            write_quicklook(source, destination, scale, quicklook)
+        working = sum(seconds.values()) - inferred["startup_seconds"]
+        megapixels = plan.output_shape[0] * plan.output_shape[1] / 1e6
+        summary = {
+            "source": source, "destination": destination, "model": model, "scale": scale,
+            "tiles": plan.n_tiles, "tiles_inferred": inferred["tiles"], "startup_seconds": inferred["startup_seconds"],
+            "halo": plan.halo, "store": store_url, "layers": layers,
+            "seconds": seconds, "output_megapixels": megapixels, "megapixels_per_second": megapixels / working,
+        }
+        summary = report(source, destination, scale, summary, quicklook)
+        if not keep_store:
+            storage.remove_tree(store_url)
+            if default_workdir and not storage.is_remote(workdir) and not any(Path(workdir).iterdir()):
+                Path(workdir).rmdir()  # leave nothing beside the output but the output
     return summary

@@ -8,6 +8,7 @@ partial file at the output path.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Callable
@@ -58,7 +59,8 @@ def provenance_tags(store: TileStore) -> dict[str, str]:
         "SR_GEO_WEIGHTS_SHA256": attrs["model"]["weights_sha256"],
         "SR_GEO_SCALE": str(store.plan.scale),
         "SR_GEO_HALO": str(store.plan.halo),
-        "SR_GEO_TILE": str(store.plan.tile_height),
+        "SR_GEO_TILE": f"{store.plan.tile_height}x{store.plan.tile_width}",
+        "SR_GEO_INFERENCE": json.dumps(attrs.get("inference", {}), sort_keys=True),
         "SR_GEO_SOURCE": os.path.basename(attrs["source"]["path"]),
         "SR_GEO_SOURCE_SIZE": str(attrs["source"]["size"]),
         "SR_GEO_RUN_KEY": attrs["run_key"],

@@ -10,13 +10,18 @@ Credentials are never copied anywhere but GDAL's own environment.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
 import fsspec
+
+from sr_geo.errors import InvalidRequestError
 
 REMOTE_PREFIXES = ("s3://", "gs://", "gcs://", "az://", "abfs://", "http://", "https://", "/vsi")
 
@@ -92,3 +97,49 @@ def publish(local: Path, destination: str) -> None:
 def scratch_dir(workdir: str) -> tempfile.TemporaryDirectory:
     """A local directory for intermediate files: inside the work dir when local, else in the system temp."""
     return tempfile.TemporaryDirectory(prefix="sr-geo-", dir=None if is_remote(workdir) else workdir)
+
+
+_held: dict[str, int] = {}  # lock path -> descriptor, for locks this process holds (re-entrant)
+
+
+@contextmanager
+def output_lock(destination: str) -> Iterator[None]:
+    """Exclusive claim on a local output path for one run; a second concurrent run fails at once.
+
+    Two runs of one scene share a run store and an output: the first to finish would delete the
+    store under the other. flock is released by the kernel even when the holder is SIGKILLed, so a
+    killed run never blocks its rerun. Re-entrant within a process (the CLI takes it before the flow
+    starts, so the loser fails in one line; the flow takes it again for deployments and archives).
+    Object stores have no such primitive: remote outputs are not locked.
+    """
+    if is_remote(destination):
+        yield
+        return
+    target = Path(destination).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path = str(target.with_name(f".{target.name}.sr-geo.lock"))
+    if path in _held:
+        yield
+        return
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise InvalidRequestError(
+                f"{destination}: another sr-geo run is writing this output right now; wait for it to finish"
+            ) from None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break  # still the file on disk, not one a finishing holder just unlinked
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    _held[path] = fd
+    try:
+        yield
+    finally:
+        del _held[path]
+        os.unlink(path)  # unlink while holding, then release: waiters re-check the inode
+        os.close(fd)

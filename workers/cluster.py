@@ -33,7 +33,8 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         ray.shutdown()
 
 
-def cluster_resources() -> tuple[int, int]:
-    """(CPUs, GPUs) Ray can schedule on."""
+def cluster_resources() -> tuple[int, int, int]:
+    """(CPUs, CPUs of the largest node, GPUs) Ray can schedule on: an actor must fit on one node."""
     resources = ray.cluster_resources()
-    return int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
+    node_cpus = max((int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")), default=1)
+    return int(resources.get("CPU", 1)), max(1, node_cpus), int(resources.get("GPU", 0))

@@ -59,15 +59,19 @@ class PredictorActor:
         return self.predictor.predict(tile_ids)
 
 
-def default_pool(cpus: int, gpus: int, batch_size: int, device: str = "auto") -> PoolConfig:
-    """One actor per GPU when there are GPUs; otherwise one actor using every CPU thread.
+def default_pool(cpus: int, gpus: int, batch_size: int, device: str = "auto", node_cpus: int | None = None) -> PoolConfig:
+    """One actor per GPU when there are GPUs; otherwise one actor per node's worth of CPU threads.
 
-    On CPU a single actor with all threads beats several single-threaded ones: torch parallelises
-    the convolutions, and a second model copy would only add memory.
+    On CPU one actor with all of a node's threads beats several single-threaded ones: torch
+    parallelises the convolutions, and another model copy would only add memory. An actor never
+    asks for more CPUs than the largest node has, or it could never be scheduled.
     """
+    node = min(node_cpus or cpus, cpus)
     if gpus and device in ("auto", "cuda"):
-        return PoolConfig(actors=gpus, threads=max(1, cpus // gpus), gpus_per_actor=1.0, batch_size=batch_size, device="cuda")
-    return PoolConfig(actors=1, threads=max(1, cpus), batch_size=batch_size, device="cpu" if device == "auto" else device)
+        threads = max(1, min(node, cpus // gpus))
+        return PoolConfig(actors=gpus, threads=threads, gpus_per_actor=1.0, batch_size=batch_size, device="cuda")
+    return PoolConfig(actors=max(1, cpus // max(node, 1)), threads=max(1, node), batch_size=batch_size,
+                      device="cpu" if device == "auto" else device)
 
 
 def run_pool(

@@ -1,5 +1,7 @@
 """`python -m flows.cli` is `sr-geo`."""
 
+import sys
+
 from flows.cli import main
 
-main()
+sys.exit(main())

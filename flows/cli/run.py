@@ -7,6 +7,7 @@ import click
 from flows.cli.options import pipeline_options, print_summary
 from sr_geo.models.registry import ModelSpec
 from sr_geo.preflight import validate_request
+from sr_geo.storage import output_lock
 
 
 @click.command("run")
@@ -19,4 +20,5 @@ def command(source: str, destination: str, quicklook: str | None, **options) -> 
     validate_request(source, destination, ModelSpec(options["model"], options["scale"], options["weights"]))
     from flows.scene import super_resolve_scene  # Prefect and Ray load only once the request is valid
 
-    print_summary(super_resolve_scene(source, destination, quicklook=quicklook, **options))
+    with output_lock(destination):
+        print_summary(super_resolve_scene(source, destination, quicklook=quicklook, **options))

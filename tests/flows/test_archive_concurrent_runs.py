@@ -48,9 +48,6 @@ def test_raced_output_is_a_clean_runs_or_absent(race, tmp_path):
     assert [p.name for p in destination.parent.glob(".*.partial")] == []
 
 
-@pytest.mark.xfail(strict=False, reason="flows/scene.py shares one run store between concurrent runs of a scene: "
-                                        "the first to finish deletes it under the other, and two creating it at "
-                                        "once can both fail (see the report)")
 def test_one_raced_run_succeeds_and_a_loser_fails_in_one_line(race):
     _, _, results = race
     assert any(code == 0 for code, _ in results)

@@ -24,6 +24,9 @@ from workers.predictor import PoolConfig, default_pool, run_pool
 
 def test_default_pool_uses_all_cpus_in_one_actor_or_one_actor_per_gpu():
     assert default_pool(cpus=16, gpus=0, batch_size=8) == PoolConfig(actors=1, threads=16, batch_size=8, device="cpu")
+    # two 1-CPU nodes: an actor asking for both CPUs could never be placed
+    assert default_pool(cpus=2, gpus=0, batch_size=8, node_cpus=1) == PoolConfig(actors=2, threads=1, batch_size=8,
+                                                                                   device="cpu")
     gpu = default_pool(cpus=16, gpus=2, batch_size=8)
     assert (gpu.actors, gpu.threads, gpu.gpus_per_actor, gpu.device) == (2, 8, 1.0, "cuda")
     assert default_pool(cpus=4, gpus=2, batch_size=8, device="cpu").actors == 1

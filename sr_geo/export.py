@@ -23,13 +23,10 @@ from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
 from sr_geo.scene import SceneInfo
-from sr_geo.storage import is_remote, publish
+from sr_geo.storage import configure_gdal, is_remote, publish
 from sr_geo.store import TileStore
 
 BLOCK = 512
-# GDAL's block cache defaults to 5 % of RAM and fills as the image grows; a fixed size keeps export
-# memory flat whatever the scene size (blocks are written once, in order, so little cache is needed).
-GDAL_CACHE_MB = 256
 
 
 def to_dtype(values: np.ndarray, valid: np.ndarray, dtype: str, nodata: float | None) -> np.ndarray:
@@ -141,14 +138,14 @@ def export_cog(
     scratch = Path(scratch_dir) / f"{Path(name).stem}.{token}.stitched.tif"
     beside = Path(scratch_dir) if is_remote(target) else Path(target).parent
     partial = beside / f".{name}.{token}.partial"
+    configure_gdal()
     try:
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-            _write_tiles(store, scene, Layer.for_store(layer, scene), scratch, on_tile)
-            # PREDICTOR=YES: horizontal differencing for integers, floating-point predictor for floats.
-            rasterio.shutil.copy(
-                scratch, partial, driver="COG", BLOCKSIZE=BLOCK, COMPRESS="DEFLATE", PREDICTOR="YES",
-                OVERVIEWS="AUTO", OVERVIEW_RESAMPLING="AVERAGE", NUM_THREADS=str(threads), BIGTIFF="IF_SAFER",
-            )
+        _write_tiles(store, scene, Layer.for_store(layer, scene), scratch, on_tile)
+        # PREDICTOR=YES: horizontal differencing for integers, floating-point predictor for floats.
+        rasterio.shutil.copy(
+            scratch, partial, driver="COG", BLOCKSIZE=BLOCK, COMPRESS="DEFLATE", PREDICTOR="YES",
+            OVERVIEWS="AUTO", OVERVIEW_RESAMPLING="AVERAGE", NUM_THREADS=str(threads), BIGTIFF="IF_SAFER",
+        )
         publish(partial, target)
     finally:
         partial.unlink(missing_ok=True)

@@ -30,8 +30,10 @@ from sr_geo.errors import InvalidRequestError
 from sr_geo.export import to_dtype
 from sr_geo.metrics import cpsnr, ergas, high_frequency_energy, psnr, sam, ssim
 from sr_geo.models.registry import ModelSpec, weights_path
+from sr_geo.models.temporal import masked_median
 from sr_geo.preflight import validate_request
 from sr_geo.quicklook import rgb_bands
+from sr_geo.training.temporal import StackSynthesis
 
 EVAL_MTF_NYQUIST = 0.3
 BASELINES = ("bicubic", "lanczos")
@@ -418,3 +420,184 @@ def _format(value: float, fmt: str) -> str:
     if math.isinf(value):
         return "∞" if value > 0 else "−∞"
     return format(value, fmt)
+
+
+# -- time series (`sr-geo eval --stack`) --------------------------------------------------------
+
+STACK_FRAMES = (1, 2, 4, 8)
+# Per-frame noise in HR band standard deviations: the middle of the training range of the models.
+STACK_NOISE_STD = 0.015
+# The training synthesis without missing frames, so every evaluated frame has clear pixels.
+STACK_SYNTHESIS = StackSynthesis(missing=0.0)
+MEDIAN_BICUBIC = "bicubic (median of frames)"
+
+
+@dataclass(frozen=True)
+class StackEvalConfig:
+    """What a stack evaluation holds fixed: the sensor, the frame counts compared, crop and seed.
+
+    Every raster gets one synthetic stack of max(frames) frames (`STACK_SYNTHESIS`, noise
+    `STACK_NOISE_STD`, MTF `EVAL_MTF_NYQUIST`); each count K uses its first K frames, so a larger K
+    only adds frames.
+    """
+
+    scale: int
+    frames: tuple[int, ...] = STACK_FRAMES
+    crop: int | None = None
+    zero_fill: bool = True
+    max_shift: int = 3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        EvalConfig(self.scale, self.crop, self.zero_fill, self.max_shift)  # validates scale and crop
+        if not self.frames or min(self.frames) < 1 or list(self.frames) != sorted(set(self.frames)):
+            raise InvalidRequestError(f"frames must be increasing positive counts, got {self.frames}")
+
+    @property
+    def sensor(self) -> SensorModel:
+        return SensorModel(self.scale, mtf_nyquist=EVAL_MTF_NYQUIST, noise_std=STACK_NOISE_STD)
+
+
+@dataclass(frozen=True)
+class StackRow:
+    """One method's scores on one raster's first `frames` frames, over pixels every method covers."""
+
+    raster: str
+    frames: int
+    model: str
+    cpsnr: float
+    ssim: float
+    coverage: float  # share of HR pixels scored
+    seconds: float
+
+
+def make_stack(hr_path: str, out_dir: str, name: str, config: StackEvalConfig) -> list[str]:
+    """Write the synthetic LR frames of `hr_path`, one GeoTIFF per date (the date in the file name),
+    all on the HR grid coarsened by the scale; cloudy pixels and blocks with invalid HR pixels are
+    invalid (nodata or an internal mask). Returns the paths in date order."""
+    s, count = config.scale, max(config.frames)
+    with rasterio.open(hr_path) as src:
+        hr = src.read().astype(np.float64)
+        valid = src.dataset_mask() > 0
+        values = hr[:, valid]
+        mean, std = values.mean(axis=1), values.std(axis=1)
+        margin = s * math.ceil(STACK_SYNTHESIS.kernel_radius(config.sensor) / s)
+        filled = np.pad(np.where(valid, hr, mean[:, None, None]), ((0, 0), (margin, margin), (margin, margin)),
+                        mode="reflect")
+        generator = torch.Generator().manual_seed(config.seed)
+        lr, clear = STACK_SYNTHESIS.frames(torch.from_numpy(filled), count, config.sensor, margin, generator,
+                                           torch.from_numpy(mean), torch.from_numpy(np.where(std > 0, std, 1.0)))
+        h, w = valid.shape
+        blocks = valid.reshape(h // s, s, w // s, s).all(axis=(1, 3))
+        paths = []
+        for t in range(count):
+            frame_valid = clear[t].numpy() & blocks
+            path = f"{out_dir}/{name}_t{t + 1:02d}_{20200101 + t}.tif"
+            _write(path, to_dtype(lr[t].numpy(), frame_valid, src.dtypes[0], src.nodata), frame_valid, src,
+                   src.transform * Affine.scale(s))
+            paths.append(path)
+    return paths
+
+
+def clearest_frame_path(paths: Sequence[str]) -> str:
+    """The frame with the most valid pixels (the first on ties): what a single-image model is given."""
+    counts = []
+    for path in paths:
+        with rasterio.open(path) as ds:
+            counts.append(int((ds.dataset_mask() > 0).sum()))
+    return paths[int(np.argmax(counts))]
+
+
+def median_composite(paths: Sequence[str], out_path: str) -> str:
+    """The per-pixel median of the valid frames (as the temporal models compute it), valid where any frame is."""
+    frames, masks = [], []
+    for path in paths:
+        with rasterio.open(path) as ds:
+            frames.append(ds.read().astype(np.float64))
+            masks.append(ds.dataset_mask() > 0)
+    valid = np.stack(masks)
+    composite = masked_median(torch.from_numpy(np.stack(frames))[None], torch.from_numpy(valid)[None])[0].numpy()
+    with rasterio.open(paths[0]) as like:
+        any_valid = valid.any(axis=0)
+        _write(out_path, to_dtype(composite, any_valid, like.dtypes[0], like.nodata), any_valid, like, like.transform)
+    return out_path
+
+
+def score_common(outputs: dict[str, str], hr_path: str, max_shift: int = 3) -> dict[str, dict[str, float]]:
+    """cPSNR and SSIM (band means, data_range = per-band HR valid range) of every output, all over the same
+    pixels: valid in the HR reference and in every output, so methods that fill clouds and methods that
+    cannot are compared on equal ground. Also the share of HR pixels scored."""
+    with rasterio.open(hr_path) as hr_ds:
+        hr = hr_ds.read().astype(np.float64)
+        valid = hr_ds.dataset_mask() > 0
+    data_range = np.ptp(hr[:, valid], axis=1)
+    data_range = np.where(data_range > 0, data_range, 1.0)
+    images = {}
+    for name, path in outputs.items():
+        with rasterio.open(path) as ds:
+            if (ds.height, ds.width) != valid.shape:
+                raise ValueError(f"{path}: output grid differs from the HR reference grid of {hr_path}")
+            images[name] = ds.read().astype(np.float64)
+            valid &= ds.dataset_mask() > 0
+    if not valid.any():
+        raise ValueError(f"{hr_path}: no pixel is valid in the HR reference and every output")
+    return {
+        name: {
+            "cpsnr": float(np.mean(cpsnr(sr, hr, data_range, valid, max_shift=max_shift))),
+            "ssim": float(np.mean(ssim(sr, hr, data_range, valid))),
+            "coverage": float(valid.mean()),
+        }
+        for name, sr in images.items()
+    }
+
+
+def write_stack_table(rows: Sequence[StackRow], md_path: str, csv_path: str, config: StackEvalConfig) -> str:
+    """One line per raster and frame count: cPSNR and SSIM per method and the gain of the first method
+    over each other; with several rasters, mean lines per frame count. Returns the markdown."""
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[f.name for f in fields(StackRow)])
+        writer.writeheader()
+        writer.writerows(asdict(row) for row in rows)
+    methods = list(dict.fromkeys(row.model for row in rows))
+    cells: dict[tuple[str, int], dict[str, StackRow]] = {}
+    for row in rows:
+        cells.setdefault((row.raster, row.frames), {})[row.model] = row
+    if len({row.raster for row in rows}) > 1:
+        for k in config.frames:
+            mine = [c for (raster, frames), c in cells.items() if frames == k]
+            cells[("**mean**", k)] = {
+                m: StackRow("**mean**", k, m, *(float(np.mean([getattr(c[m], f) for c in mine]))
+                                                  for f in ("cpsnr", "ssim", "coverage", "seconds")))
+                for m in methods
+            }
+    first, others = methods[0], methods[1:]  # the first method (a temporal model) against each other
+    sensor = config.sensor
+    lines = [
+        f"# sr-geo stack evaluation ×{config.scale}",
+        "",
+        f"One synthetic stack of {max(config.frames)} frames per HR reference: SensorModel(scale={sensor.scale}, "
+        f"mtf_nyquist={sensor.mtf_nyquist}, noise_std={sensor.noise_std} × band std) of the HR image with, per frame, "
+        f"a sub-pixel shift within ±{STACK_SYNTHESIS.jitter} LR px, gain in {STACK_SYNTHESIS.gain} about the band mean, offset within "
+        f"±{STACK_SYNTHESIS.offset} band std and a synthetic cloud mask (clear with probability {STACK_SYNTHESIS.clear}, "
+        f"else {STACK_SYNTHESIS.cover[0]:.0%}–{STACK_SYNTHESIS.cover[1]:.0%} cover; seed {config.seed}). K frames = "
+        "the first K. Temporal models see the K frames through `super_resolve_timeseries`; single-image models the "
+        f"clearest of them through `super_resolve_scene`; {MEDIAN_BICUBIC} is bicubic of their per-pixel median. "
+        "cPSNR (bias removed, best integer shift up to "
+        f"±{config.max_shift} HR px) and SSIM are band means with data_range = per-band HR range, over the pixels "
+        "valid in the HR reference and in every output of that K (coverage): compare methods within a line; "
+        "the pixels scored differ between lines.",
+        "",
+        "| raster | K | " + " | ".join(f"cPSNR {m}" for m in methods) + " | "
+        + " | ".join(f"{first} − {m} dB" for m in others) + " | " + " | ".join(f"SSIM {m}" for m in methods)
+        + " | coverage |",
+        "|---|---:|" + "---:|" * (3 * len(methods)),
+    ]
+    for (raster, k), by_model in cells.items():
+        lines.append(
+            f"| {raster} | {k} | " + " | ".join(f"{by_model[m].cpsnr:.2f}" for m in methods) + " | "
+            + " | ".join(f"{by_model[first].cpsnr - by_model[m].cpsnr:+.2f}" for m in others) + " | "
+            + " | ".join(f"{by_model[m].ssim:.4f}" for m in methods) + f" | {by_model[first].coverage:.0%} |"
+        )
+    text = "\n".join(lines) + "\n"
+    Path(md_path).write_text(text)
+    return text

@@ -3,6 +3,11 @@
 This is the whole of an actor's work, kept free of Ray so it can be tested and reused directly. The
 same normalisation and padding drive `predict_whole`, the whole-image reference the seam tests
 compare tiled output against.
+
+Stacks (a time axis longer than one frame): temporal models (`model.temporal`) get every frame and
+its validity. A single-image model gets one frame, the same for every tile so that tiles cannot
+disagree: the clearest, i.e. the frame with the most valid pixels in the scene (the earliest on ties),
+which for a single scene is its only frame. Normalisation uses every valid pixel of every frame.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import torch
 
 from sr_geo.consistency import BackProjection
 from sr_geo.degrade import SensorModel
+from sr_geo.errors import InvalidRequestError
 from sr_geo.models.base import SRModel
 from sr_geo.store import TileStore
 from sr_geo.uncertainty import dihedral_spread
@@ -77,6 +83,19 @@ class InferenceOptions:
     def to_attrs(self) -> dict:
         return asdict(self)
 
+    def check_model(self, temporal: bool, arch: str) -> None:
+        """Refuse options a temporal model cannot honour: both act on one image, and a stack has several."""
+        if temporal and (self.uncertainty or self.consistency_iterations > 0):
+            raise InvalidRequestError(
+                f"--uncertainty and --consistent are not supported for the temporal model {arch!r}; "
+                "run without them"
+            )
+
+
+def clearest_frame(valid_counts: np.ndarray) -> int:
+    """Index of the frame with the most valid pixels, the earliest on ties: what single-image models see."""
+    return int(np.argmax(valid_counts))
+
 
 def choose_device(requested: str = "auto") -> torch.device:
     if requested == "auto":
@@ -89,28 +108,37 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
-def forward(model: SRModel, x: np.ndarray, device: torch.device) -> np.ndarray:
-    """The plain network on a normalised float32 batch (N, C, h, w), without gradients."""
+def forward(model: SRModel, x: np.ndarray, device: torch.device, valid: np.ndarray | None = None) -> np.ndarray:
+    """The plain network on a normalised float32 batch (N, C, h, w), without gradients; a temporal model
+    takes (N, T, C, h, w) and the frames' validity (N, T, h, w)."""
     with torch.inference_mode(), _autocast(device):
-        y = model(torch.from_numpy(np.ascontiguousarray(x)).to(device, non_blocking=True))
+        inputs = [torch.from_numpy(np.ascontiguousarray(a)).to(device, non_blocking=True)
+                  for a in (x, valid) if a is not None]
+        y = model(*inputs)
     return y.float().cpu().numpy()
 
 
 def run_model(
     model: SRModel, x: np.ndarray, valid: np.ndarray, device: torch.device, options: InferenceOptions
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Output (and spread, with uncertainty) for a normalised float32 batch (N, C, h, w), valid (N, h, w).
+    """Output (and spread, with uncertainty) for a normalised float32 batch (N, C, h, w), valid (N, h, w);
+    for a temporal model (N, T, C, h, w) and (N, T, h, w).
 
     The network runs under autocast; back-projection always in float32.
     """
+    options.check_model(model.temporal, model.arch)
     with torch.inference_mode():
         xt = torch.from_numpy(np.ascontiguousarray(x)).to(device, non_blocking=True)
+        vt = torch.from_numpy(np.ascontiguousarray(valid)).to(device)
         with _autocast(device):
-            y, spread = dihedral_spread(model, xt) if options.uncertainty else (model(xt), None)
+            if model.temporal:
+                y, spread = model(xt, vt), None
+            else:
+                y, spread = dihedral_spread(model, xt) if options.uncertainty else (model(xt), None)
         y = y.float()
         projection = options.back_projection(model.scale)
         if projection is not None:
-            y = projection.project(y, xt, torch.from_numpy(np.ascontiguousarray(valid)).to(device))
+            y = projection.project(y, xt, vt)
     return y.cpu().numpy(), None if spread is None else spread.float().cpu().numpy()
 
 
@@ -127,14 +155,17 @@ class TilePredictor:
         self.device = device
         self.norm = Normalisation(*self.store.band_statistics())
         self.options = InferenceOptions(**self.store.attrs.get("inference", {}))
+        self.frame = clearest_frame(self.store.group["stats"][:, :, 0, 0].sum(axis=0))
         self._model_lock = threading.Lock()
 
     def predict(self, tile_ids: list[int]) -> list[int]:
         """Process and mark `tile_ids`; returns them. Idempotent: a retried batch rewrites the same chunks."""
         pixels, valid = self.store.read_inputs(tile_ids)
-        x = self.norm.apply(pixels[:, 0], valid[:, 0])
+        if not self.model.temporal:
+            pixels, valid = pixels[:, self.frame], valid[:, self.frame]
+        x = self.norm.apply(pixels, valid)
         with self._model_lock:
-            y, spread = run_model(self.model, x, valid[:, 0], self.device, self.options)
+            y, spread = run_model(self.model, x, valid, self.device, self.options)
         y = self.norm.invert(y)
         plan, s = self.store.plan, self.store.plan.scale
         for i, tile_id in enumerate(tile_ids):
@@ -157,9 +188,16 @@ def predict_whole(
     device: torch.device,
     options: InferenceOptions = InferenceOptions(),
 ) -> np.ndarray:
-    """One forward pass over a whole (B, H, W) image reflect-padded by `halo`: the seam-free reference."""
-    x = np.pad(norm.apply(pixels, valid), ((0, 0), (halo, halo), (halo, halo)), mode="reflect")
-    valid = np.pad(valid, halo, mode="reflect")
+    """One forward pass over a whole (B, H, W) image, or (T, B, H, W) stack with (T, H, W) validity,
+    reflect-padded by `halo`: the seam-free reference. Frames are chosen as `TilePredictor` chooses them."""
+    if pixels.ndim == 4 and not model.temporal:
+        frame = clearest_frame(valid.sum(axis=(1, 2)))
+        pixels, valid = pixels[frame], valid[frame]
+    elif pixels.ndim == 3 and model.temporal:
+        pixels, valid = pixels[None], valid[None]
+    space = ((halo, halo), (halo, halo))
+    x = np.pad(norm.apply(pixels, valid), ((0, 0),) * (pixels.ndim - 2) + space, mode="reflect")
+    valid = np.pad(valid, ((0, 0),) * (valid.ndim - 2) + space, mode="reflect")
     y = norm.invert(run_model(model, x[None], valid[None], device, options)[0][0])
     s = model.scale
     return y[:, halo * s : y.shape[1] - halo * s, halo * s : y.shape[2] - halo * s]

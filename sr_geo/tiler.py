@@ -1,8 +1,14 @@
-"""Cut a raster into the store's padded tiles: parallel windowed reads with dask.
+"""Cut a raster, or the frames of a time series, into the store's padded tiles: parallel windowed reads with dask.
 
 Each tile is one dask task that reads only its own window (GDAL decodes just the blocks it needs),
 pads it by reflection to the common region shape, and writes its own chunks and marker. Nothing
 passes through the caller but tile ids, and tiles already marked are skipped, so tiling resumes.
+
+A stack (`sr_geo.stack`) is tiled the same way, one task per tile reading every frame, because a
+tile's frames share one chunk of the store and a chunk has one writer. Frames on the reference
+lattice are read at their pixel offset; others through a WarpedVRT on the reference grid, whose alpha
+band marks what the frame covers. Pixels a frame does not cover are invalid; beyond the reference
+raster every frame is reflect-padded, exactly as a single scene is.
 """
 
 from __future__ import annotations
@@ -14,10 +20,18 @@ import dask
 from dask.callbacks import Callback
 import numpy as np
 import rasterio
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
 
+from sr_geo.grid import Grid
 from sr_geo.plan import TilePlan, intersect
 from sr_geo.scene import valid_mask
+from sr_geo.stack import GridRead, Stack
 from sr_geo.store import TileStore
+
+ON_GRID = GridRead("read")
+
 
 class _Readers:
     """One open dataset per thread for one tiling call, all closed when the call ends.
@@ -25,20 +39,29 @@ class _Readers:
     GDAL handles must not be shared across threads, and dask keeps its thread pools alive between
     calls: scoping the handles to the call means a rewritten file is never read through an old
     handle, and a long archive run never accumulates open files.
+
+    A frame to be warped is opened as a WarpedVRT on `warp_to` whose last band is an alpha band (its
+    own, warped, when it has one): what the frame covers on the reference grid.
     """
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, path: str, warp_to: Grid | None = None, resampling: str = "nearest") -> None:
+        self.path, self.warp_to, self.resampling = path, warp_to, resampling
         self._local = threading.local()
-        self._opened: list[rasterio.DatasetReader] = []
+        self._opened: list[rasterio.DatasetReader | WarpedVRT] = []
         self._lock = threading.Lock()
 
-    def get(self) -> rasterio.DatasetReader:
+    def get(self) -> rasterio.DatasetReader | WarpedVRT:
         ds = getattr(self._local, "ds", None)
         if ds is None:
-            ds = self._local.ds = rasterio.open(self.path)
+            opened = [rasterio.open(self.path)]
+            if self.warp_to is not None:
+                g = self.warp_to
+                opened.append(WarpedVRT(opened[0], crs=g.crs, transform=g.transform, width=g.width, height=g.height,
+                                        resampling=Resampling[self.resampling],
+                                        add_alpha=ColorInterp.alpha not in opened[0].colorinterp))
+            ds = self._local.ds = opened[-1]
             with self._lock:
-                self._opened.append(ds)
+                self._opened += reversed(opened)
         return ds
 
     def close(self) -> None:
@@ -46,13 +69,31 @@ class _Readers:
             ds.close()
 
 
-def read_region(ds: rasterio.DatasetReader, plan: TilePlan, tile_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """The tile's region as (bands, h, w) pixels and (h, w) validity, reflect-padded outside the raster."""
+def read_region(
+    ds: rasterio.DatasetReader | WarpedVRT, plan: TilePlan, tile_id: int, read: GridRead = ON_GRID
+) -> tuple[np.ndarray, np.ndarray]:
+    """The tile's region as (bands, h, w) pixels and (h, w) validity, reflect-padded outside the raster.
+
+    `read` places a stack frame on the reference grid (`ds` is then its reader from `_Readers`).
+    """
     tile = plan.tile(tile_id)
     inside, pads = intersect(tile.region, plan.height, plan.width)
-    data = ds.read(window=inside)
-    valid = valid_mask(ds, inside)
+    data, valid = read_on_grid(ds, inside, read)
     return np.pad(data, ((0, 0), *pads), mode="reflect"), np.pad(valid, pads, mode="reflect")
+
+
+def read_on_grid(
+    ds: rasterio.DatasetReader | WarpedVRT, window: Window, read: GridRead
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels and validity of reference-grid `window`; what the raster does not cover is 0 and invalid."""
+    if read.warped:  # every band of the frame (an alpha band is data, as for a single scene), then the VRT's alpha
+        return ds.read(list(range(1, ds.src_dataset.count + 1)), window=window), ds.read(ds.count, window=window) > 0
+    height, width = int(window.height), int(window.width)
+    row, col = int(window.row_off) + read.row, int(window.col_off) + read.col
+    if row >= ds.height or col >= ds.width or row + height <= 0 or col + width <= 0:
+        return np.zeros((ds.count, height, width), dtype=ds.dtypes[0]), np.zeros((height, width), dtype=bool)
+    inside, pads = intersect(Window(col, row, width, height), ds.height, ds.width)
+    return np.pad(ds.read(window=inside), ((0, 0), *pads)), np.pad(valid_mask(ds, inside), pads)
 
 
 def core_statistics(data: np.ndarray, valid: np.ndarray, plan: TilePlan, tile_id: int) -> np.ndarray:
@@ -95,6 +136,51 @@ def tile_scene(
     finally:
         readers.close()
     return len(pending)
+
+
+def tile_stack(
+    store_url: str,
+    *,
+    workers: int,
+    storage_options: dict | None = None,
+    on_tile: Callable[[int], None] | None = None,
+    tile_ids: list[int] | None = None,
+) -> int:
+    """Tile `tile_ids` (default: every pending tile) of the stack recorded in `store_url`; returns the count."""
+    store = TileStore.open(store_url, storage_options)
+    stack = Stack.from_attrs(store.attrs["stack"])
+    pending = store.pending("tiled") if tile_ids is None else tile_ids
+    grid = stack.scene.grid
+    readers = [
+        (_Readers(f.path, grid if f.read.warped else None, f.read.resampling),
+         _Readers(f.mask_path, grid if f.mask_read.warped else None) if f.mask_path else None)
+        for f in stack.frames
+    ]
+    try:
+        tasks = [dask.delayed(_tile_stack_one)(store, stack, readers, tid) for tid in pending]
+        with _Progress(on_tile):
+            dask.compute(*tasks, scheduler="threads", num_workers=workers)
+    finally:
+        for pair in readers:
+            for reader in pair:
+                if reader is not None:
+                    reader.close()
+    return len(pending)
+
+
+def _tile_stack_one(store: TileStore, stack: Stack, readers: list[tuple[_Readers, _Readers | None]], tile_id: int) -> int:
+    plan = store.plan
+    frames = []
+    for frame, (reader, mask_reader) in zip(stack.frames, readers, strict=True):
+        data, valid = read_region(reader.get(), plan, tile_id, frame.read)
+        if mask_reader is not None:
+            classes, _ = read_region(mask_reader.get(), plan, tile_id, frame.mask_read)
+            valid &= ~np.isin(classes[0], stack.mask_invalid)
+        frames.append((data, valid, core_statistics(data, valid, plan, tile_id)))
+    data, valid, stats = (np.stack(parts) for parts in zip(*frames, strict=True))
+    store.write_input(tile_id, slice(None), data, valid, stats)  # every frame at once: one chunk, one write
+    store.mark("tiled", tile_id)
+    return tile_id
 
 
 class _Progress(Callback):

@@ -41,9 +41,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from flows.cli import demo, inspect, run
+    from flows.cli import archive, demo, eval, inspect, run, run_stack, train
 
-    for module in (run, demo, inspect):
+    for module in (run, demo, inspect, eval, train, archive, run_stack):
         main.add_command(module.command)
 
 

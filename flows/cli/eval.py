@@ -1,4 +1,5 @@
-"""`sr-geo eval HR... -o OUT`: score models on held-out HR rasters through the real pipeline."""
+"""`sr-geo eval HR... -o OUT`: score models on held-out HR rasters through the real pipeline;
+`--stack`: score temporal models on synthetic time series of them (K = 1, 2, 4, 8 frames)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,19 @@ from pathlib import Path
 import click
 
 from sr_geo.errors import InvalidRequestError
-from sr_geo.evaluation import EvalConfig, validate_eval_request
+from sr_geo.evaluation import STACK_FRAMES, EvalConfig, StackEvalConfig, validate_eval_request
 from sr_geo.models.registry import SCALES
 
 
 @click.command("eval")
 @click.argument("hr_rasters", nargs=-1, required=True)
-@click.option("--models", default="bicubic,lanczos", show_default=True,
-              help="Comma-separated models; the bicubic and lanczos baselines always run.")
+@click.option("--models", help="Comma-separated models; the bicubic and lanczos baselines always run "
+              "[default: bicubic,lanczos; with --stack: rnn,cnn].")
+@click.option("--stack", is_flag=True,
+              help="Evaluate on synthetic time series (jittered, cloud-masked frames): temporal models on K frames, "
+                   "single-image models on the clearest, bicubic of the median.")
+@click.option("--frames", "frame_counts", default=",".join(map(str, STACK_FRAMES)), show_default=True,
+              help="With --stack: the frame counts K to compare.")
 @click.option("--scale", default="4", show_default=True, type=click.Choice([str(s) for s in SCALES]),
               callback=lambda _c, _p, v: int(v), help="Upscaling factor.")
 @click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False),
@@ -31,16 +37,29 @@ from sr_geo.models.registry import SCALES
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1, 1024), help="Tiles per model call.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--ray-address", envvar="RAY_ADDRESS", help="Ray cluster to use [default: a local one].")
-def command(hr_rasters: tuple[str, ...], models: str, scale: int, output_dir: str, crop: int | None,
-            weight_args: tuple[str, ...], rgb: str | None, keep_zeros: bool, tile: int, batch_size: int,
-            device: str, ray_address: str | None) -> None:
+def command(hr_rasters: tuple[str, ...], models: str | None, stack: bool, frame_counts: str, scale: int,
+            output_dir: str, crop: int | None, weight_args: tuple[str, ...], rgb: str | None, keep_zeros: bool,
+            tile: int, batch_size: int, device: str, ray_address: str | None) -> None:
     """Degrade each HR raster (files or globs) with the documented sensor model, super-resolve it with
-    every model, and write eval_x<scale>.md/.csv and a picture grid to the output directory."""
+    every model, and write eval_x<scale>.md/.csv and a picture grid to the output directory (with --stack:
+    eval_stack_x<scale>.md/.csv)."""
     sources = _expand(hr_rasters)
+    models = models or ("rnn,cnn" if stack else "bicubic,lanczos")
     names = [m.strip() for m in models.split(",") if m.strip()]
     weights = dict(_pair(arg) for arg in weight_args)
     config = EvalConfig(scale=scale, crop=crop, zero_fill=not keep_zeros, rgb=_bands(rgb) if rgb else None)
     validate_eval_request(sources, names, config, weights, output_dir)
+    if stack:
+        counts = _counts(frame_counts)
+        StackEvalConfig(scale=scale, frames=counts, crop=crop, zero_fill=not keep_zeros)  # refuse bad counts now
+        from flows.evaluate import evaluate_stacks
+
+        result = evaluate_stacks(sources, names, scale, output_dir, frames=counts, crop=crop, weights=weights,
+                                 zero_fill=not keep_zeros, tile=tile, batch_size=batch_size, device=device,
+                                 ray_address=ray_address)
+        click.echo(Path(result["table"]).read_text())
+        click.echo(f"wrote {result['table']}, {result['csv']}")
+        return
     from flows.evaluate import evaluate_models  # Prefect and Ray load only once the request is valid
 
     result = evaluate_models(sources, names, scale, output_dir, crop=crop, weights=weights, zero_fill=not keep_zeros,
@@ -57,6 +76,13 @@ def _expand(patterns: tuple[str, ...]) -> list[str]:
             raise InvalidRequestError(f"{pattern}: matches no file")
         paths += [m for m in matches if m not in paths]
     return paths
+
+
+def _counts(arg: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(k) for k in arg.split(","))
+    except ValueError:
+        raise InvalidRequestError(f"--frames {arg}: expected frame counts, e.g. --frames 1,2,4,8") from None
 
 
 def _pair(arg: str) -> tuple[str, str]:

@@ -7,7 +7,8 @@ white noise), one sensor per stack, plus what differs between real acquisitions:
 - geolocation jitter: a sub-pixel translation per frame, uniform within ±`jitter` LR pixels on each
   axis, applied exactly by centring the separable Gaussian PSF on the shifted position (no
   interpolation of the HR image);
-- radiometry: a gain (contrast) and an offset (brightness, in band standard deviations) per frame;
+- radiometry: a gain (contrast, about the band mean) and an offset (brightness, in band standard
+  deviations) per frame;
 - noise: an independent realisation per frame;
 - clouds: a mask per frame; a frame is clear with probability `clear`, fully masked (a missing
   acquisition) with probability `missing`, otherwise covered to a uniform fraction in `cover` by a
@@ -50,21 +51,25 @@ class StackSynthesis:
 
     def frames(
         self, window: torch.Tensor, count: int, sensor: SensorModel, margin: int, generator: torch.Generator,
-        band_std: torch.Tensor | None = None,
+        band_mean: torch.Tensor | None = None, band_std: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`count` LR frames (T, C, h, w) and their validity (T, h, w) of the HR `window` (C, H, W) without
-        its `margin` (HR pixels, a multiple of the scale); offset and noise scale with `band_std` (C,)."""
+        its `margin` (HR pixels, a multiple of the scale).
+
+        Gain acts about `band_mean` (C,), offset and noise scale with `band_std` (C,); the defaults, 0 and 1,
+        are those of standardised training data, so raw data units given their statistics see the same."""
         s = sensor.scale
         if margin % s or self.kernel_radius(sensor) > margin:
             raise ValueError(f"margin {margin} must be a multiple of {s} and at least {self.kernel_radius(sensor)}")
-        std = torch.ones(window.shape[0]) if band_std is None else band_std.to(torch.float32)
-        std = std.reshape(-1, 1, 1)
+        mean = (torch.zeros(window.shape[0]) if band_mean is None else band_mean).reshape(-1, 1, 1)
+        std = (torch.ones(window.shape[0]) if band_std is None else band_std).reshape(-1, 1, 1)
         crop = slice(margin // s, (window.shape[-2] - margin) // s), slice(margin // s, (window.shape[-1] - margin) // s)
         shifts = (torch.rand((count, 2), generator=generator, dtype=torch.float64) * 2 - 1) * self.jitter * s
         lr = area_downsample(shifted_blur(window, sensor.psf_sigma, shifts), s)[:, :, crop[0], crop[1]]
         gains = [_uniform(generator, *self.gain) for _ in range(count)]
         offsets = [_uniform(generator, -self.offset, self.offset) for _ in range(count)]
-        lr = torch.tensor(gains).reshape(-1, 1, 1, 1) * lr + torch.tensor(offsets).reshape(-1, 1, 1, 1) * std
+        gains, offsets = torch.tensor(gains).reshape(-1, 1, 1, 1), torch.tensor(offsets).reshape(-1, 1, 1, 1)
+        lr = mean + gains * (lr - mean) + offsets * std
         if sensor.noise_std > 0:
             lr = lr + sensor.noise_std * std * torch.randn(lr.shape, generator=generator)
         valid = torch.stack([self.clouds(lr.shape[-2:], generator) for _ in range(count)])

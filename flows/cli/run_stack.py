@@ -1,0 +1,53 @@
+"""`sr-geo run-stack A.tif B.tif ... -o OUT`: super-resolve a time series of one place into one COG."""
+
+from __future__ import annotations
+
+import click
+
+from flows.cli.options import pipeline_options, print_summary
+from sr_geo.errors import InvalidRequestError
+from sr_geo.models.registry import ModelSpec
+from sr_geo.stack import SCL_INVALID, CloudMask, validate_stack_request
+
+
+@click.command("run-stack")
+@click.argument("frames", nargs=-1, required=True)
+@click.option("-o", "--output", "destination", required=True, help="Output COG path.")
+@click.option("--reference", help="The frame whose grid, bands and nodata the output takes [default: the first given].")
+@click.option("--mask", "mask_source", metavar="TEMPLATE|asset:KEY",
+              help="Per-frame cloud/QA mask raster, e.g. '{dir}/{stem}_SCL.tif' ({dir}, {stem}: the frame's folder "
+                   "and file name without extension), or asset:SCL for STAC items.")
+@click.option("--mask-values", default=",".join(map(str, SCL_INVALID)), show_default=True, metavar="V1,V2,...",
+              help="Mask values that make a pixel invalid; the default is the Sentinel-2 SCL classes no data, "
+                   "defective, cloud shadow, medium and high probability cloud, and cirrus.")
+@click.option("--asset", help="STAC asset key holding each item's image [default: every raster data asset].")
+@click.option("--quicklook", type=click.Path(dir_okay=False), help="Also write a before/after PNG here.")
+@pipeline_options
+def command(frames: tuple[str, ...], destination: str, reference: str | None, mask_source: str | None,
+            mask_values: str, asset: str | None, quicklook: str | None, **options) -> None:
+    """Super-resolve the FRAMES of one place (files, globs, folders or a STAC ItemCollection JSON) into one
+    Cloud Optimized GeoTIFF on the reference frame's grid. Frames are co-registered onto that grid and
+    ordered by acquisition date; temporal models (rnn) fuse them all, single-image models use the clearest."""
+    values = _values(mask_values)
+    mask = CloudMask(mask_source, values) if mask_source else None
+    validate_stack_request(frames, destination, ModelSpec(options["model"], options["scale"], options["weights"]),
+                           reference=reference, mask=mask, asset=asset)
+    from flows.timeseries import super_resolve_timeseries  # Prefect and Ray load only once the request is valid
+
+    summary = super_resolve_timeseries(list(frames), destination, quicklook=quicklook, reference=reference,
+                                       mask=mask_source, mask_values=values, asset=asset, **options)
+    for i, frame in enumerate(summary["frames"]):
+        marker = " (reference)" if i == summary["reference"] else ""
+        click.echo(f"frame {i + 1}: {frame['acquired'] or 'no date'} {frame['path']} [{frame['read']}]{marker}")
+    print_summary(summary)
+
+
+# The shared options default to the single-image CNN; a stack's natural model is the temporal one.
+next(p for p in command.params if p.name == "model").default = "rnn"
+
+
+def _values(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise InvalidRequestError(f"--mask-values {text}: expected integers, e.g. 3,8,9,10") from None

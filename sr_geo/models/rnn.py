@@ -1,0 +1,112 @@
+"""A band-agnostic recurrent fusion network: many acquisitions of one place in, one super-resolved image out.
+
+Every frame is encoded by the same small residual CNN, seeing itself, the masked median composite of all
+frames (the reference that lets the encoder express each frame relative to the others, as HighRes-net
+pairs frames with a median reference) and its own validity. A convolutional GRU then fuses the frames in
+date order and, with its own state weights, in reverse order, so no frame is privileged by its position;
+the two final states are merged, refined by residual blocks and upsampled by pixel shuffle. A global
+bicubic skip of the median composite makes the untrained network exactly the classical multi-frame
+baseline (`MedianBicubic`), as the CNN's skip makes it bicubic.
+
+Masking: the GRU's update gate is multiplied by each frame's validity, so an invalid pixel (cloud,
+nodata, a frame that does not cover it) leaves the state untouched; a fully masked frame is a no-op.
+The state-to-state kernels are 1 × 1: the recurrence is pointwise in space, so the receptive radius is
+that of encoder + input gates + decoder, the same for 1 frame or 100, and one halo serves every stack.
+
+Bands are folded into the batch and exchange information through their mean (`sr_geo.models.bands`),
+as in the CNN, so one set of weights serves any band count.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sr_geo.models.bands import unfold_bands
+from sr_geo.models.base import SRModel
+from sr_geo.models.bicubic import bicubic_upsample
+from sr_geo.models.cnn import ResidualBlock, conv3x3, pixel_shuffle_upsampler
+from sr_geo.models.receptive import theoretical_radius
+from sr_geo.models.temporal import SingleImageView, masked_median
+
+
+class MaskedGRUCell(nn.Module):
+    """GRU over feature maps with a 1 × 1 state kernel; input projections are computed by the caller.
+
+    Inputs are the precomputed (update, reset, candidate) projections of one frame, (B, 3F, H, W), so
+    both directions share them and each frame's expensive 3 × 3 projection is computed once.
+    """
+
+    def __init__(self, feats: int) -> None:
+        super().__init__()
+        self.state = nn.Conv2d(feats, 3 * feats, 1)
+
+    def forward(self, h: torch.Tensor, projected: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        xz, xr, xn = projected.chunk(3, dim=1)
+        hz, hr, hn = self.state(h).chunk(3, dim=1)
+        z = torch.sigmoid(xz + hz) * valid  # invalid pixels keep their state
+        r = torch.sigmoid(xr + hr)
+        n = torch.tanh(xn + r * hn)
+        return h + z * (n - h)
+
+
+class RNN(SRModel):
+    arch = "rnn"
+    temporal = True
+
+    def __init__(self, scale: int, feats: int = 32, blocks: int = 4, encoder_blocks: int = 2,
+                 res_scale: float = 0.1) -> None:
+        super().__init__(scale)
+        self.feats, self.blocks, self.encoder_blocks, self.res_scale = feats, blocks, encoder_blocks, res_scale
+        self.head = conv3x3(3, feats)  # frame, median reference, validity
+        self.encoder = nn.ModuleList([ResidualBlock(feats, res_scale) for _ in range(encoder_blocks)])
+        self.project = conv3x3(feats, 3 * feats)
+        self.forward_cell = MaskedGRUCell(feats)
+        self.backward_cell = MaskedGRUCell(feats)
+        self.merge = nn.Conv2d(2 * feats, feats, 1)
+        self.body = nn.ModuleList([ResidualBlock(feats, res_scale) for _ in range(blocks)])
+        self.body_tail = conv3x3(feats, feats)
+        self.upsample = pixel_shuffle_upsampler(feats, scale)
+        self.tail = conv3x3(feats, 1)
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)
+
+    def config(self) -> dict:
+        return {**super().config(), "feats": self.feats, "blocks": self.blocks,
+                "encoder_blocks": self.encoder_blocks, "res_scale": self.res_scale}
+
+    @property
+    def theoretical_radius(self) -> int:
+        if self._theoretical_radius is None:
+            self._theoretical_radius = theoretical_radius(SingleImageView(self), self.scale)
+        return self._theoretical_radius
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """x (N, T, C, H, W) standardised, invalid pixels 0; valid (N, T, H, W) → (N, C, H·s, W·s)."""
+        n, frames, bands, height, width = x.shape
+        x = torch.where(valid.unsqueeze(2), x, torch.zeros_like(x))  # what an invalid pixel holds never matters
+        reference = masked_median(x, valid)
+        mask = valid.to(x.dtype)
+        per_frame = torch.stack([
+            x,
+            reference.unsqueeze(1).expand_as(x),
+            mask.unsqueeze(2).expand_as(x),
+        ], dim=3)  # (N, T, C, 3, H, W)
+        features = self.head(per_frame.reshape(n * frames * bands, 3, height, width))
+        for block in self.encoder:
+            features = block(features, bands)
+        projected = self.project(features).reshape(n, frames, bands, 3 * self.feats, height, width)
+        projected = projected.transpose(1, 2).reshape(n * bands, frames, 3 * self.feats, height, width)
+        gate = mask.unsqueeze(2).repeat_interleave(bands, dim=0)  # (N·C, T, 1, H, W)
+        forward_state = backward_state = x.new_zeros((n * bands, self.feats, height, width))
+        for t in range(frames):
+            forward_state = self.forward_cell(forward_state, projected[:, t], gate[:, t])
+            back = frames - 1 - t
+            backward_state = self.backward_cell(backward_state, projected[:, back], gate[:, back])
+        fused = self.merge(torch.cat([forward_state, backward_state], dim=1))
+        trunk = fused
+        for block in self.body:
+            trunk = block(trunk, bands)
+        fused = fused + self.body_tail(trunk)
+        detail = unfold_bands(self.tail(self.upsample(fused)), bands)
+        return bicubic_upsample(reference, self.scale) + detail

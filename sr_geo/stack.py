@@ -1,0 +1,364 @@
+"""A time series of one place: which rasters are its frames, in which order, and how each is read on the
+reference grid.
+
+Frames are files, globs, folders or STAC JSON (Item/ItemCollection/Catalog: local or fsspec assets), as
+`sr_geo.catalog.discover` reads them. Everything is checked here, up front, with one-line errors: every
+frame must have the reference's band count and data type and overlap it.
+
+Co-registration. The output grid is the reference frame's (the first given, or the one named). A frame
+whose pixel lattice is the reference's (same CRS and pixel size, origin an integer number of pixels
+away: revisits of one Sentinel-2 or Landsat tile) is *read*, with a window offset and never resampled;
+any other frame is *warped* onto the reference grid by GDAL (rasterio's WarpedVRT) at tiling time: cubic,
+or average when the frame is finer than the reference. Pixels a frame does not cover are invalid.
+
+Time order. Frames are ordered by acquisition date, taken from the first of: the STAC item's
+`datetime`; a raster tag (ACQUISITIONDATETIME, ACQUISITIONDATE, ACQUISITION_DATE, DATE_ACQUIRED,
+SENSING_TIME, then TIFFTAG_DATETIME); a date in the file name (20190904, 2019-09-04, 2019_09_04, or a
+name that is just a year, 1985.tif). Equal dates keep the order given. When no frame has a date the
+order given is kept; when only some have one, the stack is refused (the order would be a guess).
+
+Cloud masks (`CloudMask`). Validity is each frame's GDAL mask (nodata, internal mask, alpha) and, when
+asked for, a per-frame mask raster: pixels whose mask value is in a list (default: the Sentinel-2
+scene classification's no data, defective, cloud shadow, medium and high probability cloud and cirrus
+classes) are invalid. The mask raster is found from a template with `{dir}` and `{stem}` (the frame's
+folder and file name without extension), e.g. `{dir}/{stem}_SCL.tif`, or for STAC frames `asset:SCL`
+(the item's asset of that key); it may lie on another grid (SCL is 20 m) and is read or warped onto the
+reference grid like the frames, with nearest-neighbour resampling.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import PurePosixPath
+
+import rasterio
+from rasterio.crs import CRS
+from rasterio.warp import calculate_default_transform, transform_bounds
+
+from sr_geo.catalog import SourceRef, discover
+from sr_geo.errors import InvalidRasterError, InvalidRequestError
+from sr_geo.grid import Grid
+from sr_geo.models.registry import ModelSpec
+from sr_geo.preflight import validate_request
+from sr_geo.scene import SceneInfo, check_has_valid_pixels, inspect_scene
+from sr_geo.store import RunKey, TileStore
+
+# Sentinel-2 L2A scene classification (SCL): 0 no data, 1 saturated or defective, 3 cloud shadow,
+# 8 cloud medium probability, 9 cloud high probability, 10 thin cirrus.
+SCL_INVALID = (0, 1, 3, 8, 9, 10)
+DATE_TAGS = ("ACQUISITIONDATETIME", "ACQUISITIONDATE", "ACQUISITION_DATE", "DATE_ACQUIRED", "SENSING_TIME",
+             "TIFFTAG_DATETIME")
+# A frame is on the reference lattice when its pixel size matches to this relative precision and its
+# origin lies this close (in pixels) to a whole number of pixels from the reference origin: far below
+# any misregistration that matters, far above the rounding of geotransforms written as text.
+PIXEL_SIZE_RTOL = 1e-6
+LATTICE_TOLERANCE_PX = 1e-4
+
+_DATE = re.compile(r"(?<!\d)(\d{4})[-_:/]?(\d{2})[-_:/]?(\d{2})(?:[T _]?(\d{2}):?(\d{2})(?::?(\d{2}))?)?(?!\d)")
+
+
+@dataclass(frozen=True)
+class CloudMask:
+    """A per-frame mask raster (template or `asset:KEY`) whose values in `invalid` mark invalid pixels."""
+
+    source: str
+    invalid: tuple[int, ...] = SCL_INVALID
+
+    def __post_init__(self) -> None:
+        if not self.invalid:
+            raise InvalidRequestError("a cloud mask needs at least one invalid value")
+        if not self.asset_key and "{stem}" not in self.source and "{dir}" not in self.source:
+            raise InvalidRequestError(
+                f"--mask {self.source}: expected a template with {{dir}} and/or {{stem}} (e.g. {{dir}}/{{stem}}_SCL.tif) "
+                "or asset:KEY for STAC items"
+            )
+
+    @property
+    def asset_key(self) -> str | None:
+        return self.source.removeprefix("asset:") if self.source.startswith("asset:") else None
+
+    def path_for(self, frame: str) -> str:
+        path = PurePosixPath(frame)
+        return self.source.format(dir=str(path.parent), stem=path.stem)
+
+
+@dataclass(frozen=True)
+class GridRead:
+    """How a raster is read on the reference grid: `read` at a whole-pixel offset, or `warp`ed.
+
+    For `read`, reference pixel (r, c) is the raster's pixel (r + row, c + col).
+    """
+
+    kind: str
+    row: int = 0
+    col: int = 0
+    resampling: str = "nearest"
+
+    @property
+    def warped(self) -> bool:
+        return self.kind == "warp"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One acquisition: where it is, when it was taken, how it is read, and its mask raster, if any."""
+
+    path: str
+    size: int
+    mtime: float
+    acquired: str | None  # ISO 8601, UTC
+    date_source: str
+    read: GridRead
+    mask_path: str | None = None
+    mask_read: GridRead | None = None
+
+    @classmethod
+    def from_attrs(cls, attrs: dict) -> Frame:
+        mask_read = attrs["mask_read"]
+        return cls(**{**attrs, "read": GridRead(**attrs["read"]),
+                      "mask_read": GridRead(**mask_read) if mask_read else None})
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The frames of one place in time order, the reference frame's header and the mask values."""
+
+    frames: tuple[Frame, ...]
+    reference: int  # index into `frames`
+    scene: SceneInfo  # the reference frame: the output's grid, bands, data type and nodata
+    order: str  # "acquisition date" or "as given (no frame has a date)"
+    mask_invalid: tuple[int, ...] = ()
+
+    def to_attrs(self) -> dict:
+        """JSON-serialisable: recorded in the run's store, where the tiler reads it."""
+        return {
+            "frames": [asdict(frame) for frame in self.frames],
+            "reference": self.reference,
+            "scene": self.scene.to_attrs(),
+            "order": self.order,
+            "mask_invalid": list(self.mask_invalid),
+        }
+
+    @classmethod
+    def from_attrs(cls, attrs: dict) -> Stack:
+        return cls(
+            frames=tuple(Frame.from_attrs(f) for f in attrs["frames"]),
+            reference=attrs["reference"],
+            scene=SceneInfo.from_attrs(attrs["scene"]),
+            order=attrs["order"],
+            mask_invalid=tuple(attrs["mask_invalid"]),
+        )
+
+    def run_key(self, model: str, weights_sha256: str, scale: int, tile: int, halo: int, inference: str) -> StackRunKey:
+        reference = self.frames[self.reference]
+        return StackRunKey(reference.path, reference.size, reference.mtime, model, weights_sha256, scale, tile, halo,
+                           inference, json.dumps(self.to_attrs(), sort_keys=True))
+
+
+@dataclass(frozen=True)
+class StackRunKey(RunKey):
+    """A run key that also covers every frame, its order, reading and mask: any change is a new run."""
+
+    stack: str = "{}"
+
+
+def record_stack(store: TileStore, stack: Stack) -> None:
+    """Write the stack into the store's attributes, unless it is there already (a resumed run)."""
+    attrs = stack.to_attrs()
+    if store.attrs.get("stack") != attrs:
+        store.attrs = {**store.attrs, "stack": attrs}
+        store.group.attrs["sr_geo"] = store.attrs
+
+
+def inspect_stack(
+    sources: Sequence[str],
+    *,
+    reference: str | None = None,
+    mask: CloudMask | None = None,
+    asset: str | None = None,
+) -> Stack:
+    """Discover, validate and order the frames `sources` name; raise with a one-line reason."""
+    refs = _discover(sources, asset)
+    scenes = [inspect_scene(ref.href) for ref in refs]
+    ref_index = _reference_index(refs, reference)
+    ref_scene = scenes[ref_index]
+    masks = _mask_paths(sources, refs, mask, asset)
+    frames, empty = [], 0
+    for ref, scene, mask_path in zip(refs, scenes, masks, strict=True):
+        _check_compatible(scene, ref_scene)
+        try:
+            check_has_valid_pixels(ref.href)
+        except InvalidRasterError:
+            empty += 1  # a fully masked frame is allowed: it is a missing observation
+        acquired, date_source = acquisition_time(ref, scene)
+        mask_read = None
+        if mask_path is not None:
+            mask_scene = inspect_scene(mask_path)
+            _check_overlap(mask_scene, ref_scene)
+            mask_read = relate(mask_scene.grid, ref_scene.grid, resampling="nearest")
+        frames.append(Frame(ref.href, scene.size_bytes, scene.mtime, acquired, date_source,
+                            relate(scene.grid, ref_scene.grid), mask_path, mask_read))
+    if empty == len(frames):
+        raise InvalidRasterError("every pixel of every frame is nodata or masked; there is nothing to super-resolve")
+    dated = [f for f in frames if f.acquired]
+    if dated and len(dated) < len(frames):
+        undated = next(f.path for f in frames if not f.acquired)
+        raise InvalidRequestError(
+            f"{undated}: no acquisition date (STAC datetime, date tag or a date such as 20190904 in the file name) "
+            "while other frames have one; give every frame a date or none"
+        )
+    order = sorted(range(len(frames)), key=lambda i: frames[i].acquired or "") if dated else list(range(len(frames)))
+    return Stack(
+        frames=tuple(frames[i] for i in order),
+        reference=order.index(ref_index),
+        scene=ref_scene,
+        order="acquisition date" if dated else "as given (no frame has a date)",
+        mask_invalid=mask.invalid if mask else (),
+    )
+
+
+def relate(grid: Grid, reference: Grid, resampling: str | None = None) -> GridRead:
+    """`read` when `grid` shares the reference's pixel lattice, else `warp` with `resampling`
+    (default: cubic, or average for a grid finer than the reference)."""
+    if CRS.from_wkt(grid.crs) == CRS.from_wkt(reference.crs):
+        t, r = grid.transform, reference.transform
+        if abs(t.a - r.a) <= PIXEL_SIZE_RTOL * abs(r.a) and abs(t.e - r.e) <= PIXEL_SIZE_RTOL * abs(r.e):
+            col, row = (r.c - t.c) / t.a, (r.f - t.f) / t.e
+            if abs(col - round(col)) <= LATTICE_TOLERANCE_PX and abs(row - round(row)) <= LATTICE_TOLERANCE_PX:
+                return GridRead("read", row=round(row), col=round(col))
+    if resampling is None:
+        native, _, _ = calculate_default_transform(grid.crs, reference.crs, grid.width, grid.height, *grid.bounds)
+        finer = abs(native.a) < abs(reference.transform.a) * 0.99 and abs(native.e) < abs(reference.transform.e) * 0.99
+        resampling = "average" if finer else "cubic"
+    return GridRead("warp", resampling=resampling)
+
+
+def acquisition_time(ref: SourceRef, scene: SceneInfo) -> tuple[str | None, str]:
+    """The frame's acquisition time as ISO 8601 UTC and where it came from ('none' when unknown)."""
+    if ref.datetime:
+        return _iso(dt.datetime.fromisoformat(ref.datetime)), "STAC datetime"
+    with rasterio.open(ref.href) as ds:
+        tags = {k.upper(): v for ns in (None, "IMAGERY") for k, v in ds.tags(ns=ns).items()}
+    for tag in DATE_TAGS:
+        when = parse_date(tags.get(tag, ""))
+        if when:
+            return _iso(when), f"tag {tag}"
+    stem = PurePosixPath(ref.href).stem
+    when = parse_date(stem) or (dt.datetime(int(stem), 1, 1) if re.fullmatch(r"(19|20)\d\d", stem) else None)
+    return (_iso(when), "file name") if when else (None, "none")
+
+
+def parse_date(text: str) -> dt.datetime | None:
+    """The first valid date (and time, if given) in `text`: 20190904, 2019-09-04T10:30:00, 2019:09:04 10:30:00."""
+    for match in _DATE.finditer(text):
+        year, month, day, hour, minute, second = (int(g) if g else 0 for g in match.groups())
+        if not 1900 <= year <= 2100:
+            continue
+        try:
+            return dt.datetime(year, month, day, hour, minute, second)
+        except ValueError:
+            continue
+    return None
+
+
+def _iso(when: dt.datetime) -> str:
+    """UTC ISO 8601; a time without a zone is taken as UTC (acquisition times are)."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.astimezone(dt.timezone.utc).isoformat()
+
+
+def _discover(sources: Sequence[str], asset: str | None) -> list[SourceRef]:
+    if not sources:
+        raise InvalidRequestError("no frames given")
+    refs: dict[str, SourceRef] = {}
+    for source in sources:
+        found = discover(source, asset=asset)
+        if found.rejected:
+            raise InvalidRequestError(f"{source}: {found.rejected[0].name}: {found.rejected[0].reason}")
+        if not found.refs:
+            raise InvalidRequestError(f"{source}: names no raster")
+        for ref in found.refs:
+            refs.setdefault(os.path.abspath(ref.href) if "://" not in ref.href else ref.href, ref)
+    return list(refs.values())
+
+
+def _reference_index(refs: list[SourceRef], reference: str | None) -> int:
+    if reference is None:
+        return 0
+    wanted = os.path.abspath(reference) if "://" not in reference else reference
+    for i, ref in enumerate(refs):
+        if (os.path.abspath(ref.href) if "://" not in ref.href else ref.href) == wanted:
+            return i
+    raise InvalidRequestError(f"--reference {reference}: not one of the frames")
+
+
+def _mask_paths(sources: Sequence[str], refs: list[SourceRef], mask: CloudMask | None,
+                asset: str | None) -> list[str | None]:
+    if mask is None:
+        return [None] * len(refs)
+    key = mask.asset_key
+    if key is None:
+        paths = [mask.path_for(ref.href) for ref in refs]
+        for path in paths:
+            if "://" not in path and not os.path.isfile(path):
+                raise InvalidRequestError(f"{path}: mask raster not found (from --mask {mask.source})")
+        return paths
+    if asset is None:
+        raise InvalidRequestError(f"--mask asset:{key} needs --asset, the key of the items' image asset")
+    masks: dict[str, str] = {}
+    for source in sources:  # one image and one mask per item, discovered in the same item order
+        images, found = discover(source, asset=asset), discover(source, asset=key)
+        if found.rejected or len(found.refs) != len(images.refs):
+            raise InvalidRequestError(f"{source}: not every item has a {key!r} asset for --mask asset:{key}")
+        masks.update({image.href: mask.href for image, mask in zip(images.refs, found.refs, strict=True)})
+    return [masks[ref.href] for ref in refs]
+
+
+def _check_compatible(scene: SceneInfo, reference: SceneInfo) -> None:
+    if scene.count != reference.count:
+        raise InvalidRequestError(
+            f"{scene.path}: has {_bands(scene.count)}, the reference frame {reference.path} has "
+            f"{_bands(reference.count)}; every frame needs the same bands"
+        )
+    if scene.dtype != reference.dtype:
+        raise InvalidRequestError(
+            f"{scene.path}: data type {scene.dtype} differs from the reference frame's ({reference.dtype}); "
+            "every frame needs the same radiometry"
+        )
+    _check_overlap(scene, reference)
+
+
+def _bands(count: int) -> str:
+    return f"{count} band" + ("" if count == 1 else "s")
+
+
+def _check_overlap(scene: SceneInfo, reference: SceneInfo) -> None:
+    left, bottom, right, top = transform_bounds(scene.grid.crs, reference.grid.crs, *scene.grid.bounds, densify_pts=21)
+    r_left, r_bottom, r_right, r_top = reference.grid.bounds
+    if min(right, r_right) <= max(left, r_left) or min(top, r_top) <= max(bottom, r_bottom):
+        raise InvalidRequestError(f"{scene.path}: does not overlap the reference frame {reference.path}")
+
+
+
+def validate_stack_request(
+    sources: Sequence[str],
+    destination: str,
+    spec: ModelSpec,
+    *,
+    reference: str | None = None,
+    mask: CloudMask | None = None,
+    asset: str | None = None,
+) -> Stack:
+    """Everything a stack run can be refused for before any work: the frames, the output path, the model."""
+    stack = inspect_stack(sources, reference=reference, mask=mask, asset=asset)
+    for frame in stack.frames:
+        if "://" not in frame.path and os.path.exists(destination) and os.path.samefile(frame.path, destination):
+            raise InvalidRequestError(f"{destination}: output path is one of the frames; choose another output path")
+    validate_request(stack.frames[stack.reference].path, destination, spec)
+    return stack

@@ -1,0 +1,98 @@
+"""Synthetic training stacks (jitter, radiometry, noise, clouds under one sensor model) and `train --model rnn`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import smooth_texture, write_raster
+from sr_geo.degrade import DegradationRanges, SensorModel
+from sr_geo.metrics import phase_correlation_shift
+from sr_geo.models.registry import ARCHITECTURES
+from sr_geo.models.weights import load_weights, read_metadata
+from sr_geo.training.config import TrainConfig
+from sr_geo.training.data import degradation_margin
+from sr_geo.training.loop import train
+from sr_geo.training.sources import load_rasters
+from sr_geo.training.split import split_rasters
+from sr_geo.training.temporal import MAX_FRAMES, StackSynthesis, TemporalSampler
+
+STILL = StackSynthesis(jitter=0.0, gain=(1.0, 1.0), offset=0.0, clear=1.0)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def window(size: int = 96, bands: int = 2) -> torch.Tensor:
+    return torch.from_numpy(smooth_texture((bands, size, size), 3).astype("float32") * 4)
+
+
+def test_a_still_clear_frame_is_exactly_the_sensor_model():
+    sensor, margin = SensorModel(4, 0.3), 12
+    hr = window()
+    lr, valid = STILL.frames(hr, 3, sensor, margin, torch.Generator().manual_seed(0))
+    reference = sensor.degrade(hr[None])[0][:, 3:-3, 3:-3]
+    assert lr.shape == (3, 2, 18, 18) and valid.all()
+    torch.testing.assert_close(lr, reference.expand_as(lr), atol=1e-5, rtol=0)
+
+
+def test_frames_are_jittered_by_sub_pixel_shifts_within_the_range():
+    sensor, margin = SensorModel(4, 0.3), 12
+    lr, _ = StackSynthesis(gain=(1.0, 1.0), offset=0.0, clear=1.0).frames(
+        window(160, 1), 6, sensor, margin, torch.Generator().manual_seed(1))
+    shifts = np.array([phase_correlation_shift(lr[t, 0].numpy(), lr[0, 0].numpy()) for t in range(6)])
+    assert np.abs(shifts).max() <= 1.0 + 0.05  # two frames each within ±0.5 LR px
+    assert np.abs(shifts[1:]).max() > 0.05 and np.any(np.abs(shifts[1:] - np.round(shifts[1:])) > 0.05)
+
+
+def test_clouds_cover_what_they_claim_and_some_frames_are_missing():
+    synthesis = StackSynthesis(clear=0.2, missing=0.2, cover=(0.3, 0.3))
+    generator = torch.Generator().manual_seed(2)
+    masks = torch.stack([synthesis.clouds(torch.Size((40, 40)), generator) for _ in range(200)])
+    cover = 1 - masks.float().mean(dim=(1, 2))
+    assert (cover == 0).float().mean() == pytest.approx(0.2, abs=0.08)
+    assert (cover == 1).float().mean() == pytest.approx(0.2, abs=0.08)
+    partial = cover[(cover > 0) & (cover < 1)]
+    assert torch.allclose(partial, torch.full_like(partial, 0.3), atol=0.01)
+
+
+@pytest.fixture
+def rasters(tmp_path: Path) -> Path:
+    write_raster(tmp_path / "a.tif", (1 + smooth_texture((3, 192, 192), 1) * 9000).astype("uint16"))
+    write_raster(tmp_path / "b.tif", (1 + smooth_texture((1, 160, 192), 2) * 9000).astype("uint16"))
+    return tmp_path
+
+
+def test_stack_batches_depend_only_on_the_step_and_hide_invalid_pixels(rasters):
+    loaded = load_rasters((str(rasters),), (), 2)
+    ranges = DegradationRanges()
+    split = split_rasters(loaded, 32 + 2 * degradation_margin(2, ranges), 2, 0.1, 0)
+    sampler = TemporalSampler(loaded, split, 2, 32, ranges, seed=0)
+    first, again = sampler.batch(7, 4), TemporalSampler(loaded, split, 2, 32, ranges, seed=0).batch(7, 4)
+    n, frames, bands, h, w = first.lr.shape
+    assert (n, h, w) == (4, 16, 16) and 1 <= frames <= MAX_FRAMES and first.hr.shape == (4, bands, 32, 32)
+    assert first.valid.shape == (4, frames, 16, 16)
+    assert torch.equal(first.lr, again.lr) and torch.equal(first.valid, again.valid)
+    assert (first.lr.permute(2, 0, 1, 3, 4)[:, ~first.valid] == 0).all()
+    assert {sampler.batch(step, 2).lr.shape[1] for step in range(40)} == set(range(1, MAX_FRAMES + 1))
+
+
+def test_train_rnn_writes_weights_with_radius_and_temporal_card(rasters, tmp_path):
+    config = TrainConfig(model="rnn", scale=2, sources=(str(rasters),), steps=6, batch_size=2, patch=32, lr=2e-3,
+                         feats=8, blocks=1, val_patches=2, eval_every=6, log_every=3, checkpoint_every=6,
+                         split_cell=2, val_fraction=0.1)
+    result = train(config, tmp_path / "run", progress_bar=False)
+    model = load_weights(result.weights, ARCHITECTURES)
+    meta = read_metadata(result.weights)
+    assert model.arch == "rnn" and model.temporal
+    assert 0 <= model.effective_radius <= model.theoretical_radius == int(meta["theoretical_radius"])
+    assert '"jitter": 0.5' in meta["temporal_synthesis"]
+    assert result.validation["patches"] > 0 and np.isfinite(result.validation["psnr"])

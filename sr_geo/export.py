@@ -22,6 +22,8 @@ from affine import Affine
 from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
+from sr_geo.inference import clearest_frame
+from sr_geo.models.registry import ARCHITECTURES
 from sr_geo.scene import SceneInfo
 from sr_geo.storage import configure_gdal, is_remote, publish
 from sr_geo.store import TileStore
@@ -85,6 +87,14 @@ class Layer:
                    "per-pixel standard deviation over the 8 dihedral transforms, in data units")
 
 
+def _frames_seen(store: TileStore) -> list[int]:
+    """The frames the model saw: all of a stack for a temporal model (a pixel is valid where any
+    frame observed it), else the clearest frame, which is the one single-image models are given."""
+    if ARCHITECTURES[store.attrs["model"]["name"]].temporal:
+        return list(range(store.frames))
+    return [clearest_frame(store.group["stats"][:, :, 0, 0].sum(axis=0))]
+
+
 def _write_tiles(store: TileStore, scene: SceneInfo, layer: Layer, path: Path,
                  on_tile: Callable[[int], None] | None) -> None:
     plan, s = store.plan, store.plan.scale
@@ -96,10 +106,11 @@ def _write_tiles(store: TileStore, scene: SceneInfo, layer: Layer, path: Path,
         "compress": "zstd", "zstd_level": 1, "bigtiff": "if_safer",
     }
     values_array, valid = store.group[layer.array], store.group["valid"]
+    frames = _frames_seen(store)
     with rasterio.open(path, "w", **profile) as dst:
         for tile in plan.tiles():
             (r0, c0), h, w = tile.pad_before, int(tile.core.height), int(tile.core.width)
-            core_valid = valid[tile.id, 0, r0 : r0 + h, c0 : c0 + w]
+            core_valid = valid[tile.id, frames, r0 : r0 + h, c0 : c0 + w].any(axis=0)
             up_valid = np.repeat(np.repeat(core_valid, s, axis=0), s, axis=1)
             y0, x0 = int(tile.core.row_off) * s, int(tile.core.col_off) * s
             values = values_array[:, y0 : y0 + h * s, x0 : x0 + w * s]

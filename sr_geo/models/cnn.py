@@ -47,22 +47,21 @@ def pixel_shuffle_upsampler(feats: int, scale: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class CNN(SRModel):
-    arch = "cnn"
+class TrunkModel(SRModel):
+    """The skeleton both single-image networks share: a per-band head, a trunk of band-exchanging
+    blocks with a long skip, an upsampler (the subclass's), a zero-initialised tail and the bicubic
+    skip that makes an untrained network exactly bicubic."""
 
-    def __init__(self, scale: int, feats: int = 32, blocks: int = 8, res_scale: float = 0.1) -> None:
-        super().__init__(scale)
-        self.feats, self.blocks, self.res_scale = feats, blocks, res_scale
+    def build_trunk(self, feats: int, blocks: list[nn.Module]) -> None:
         self.head = conv3x3(1, feats)
-        self.body = nn.ModuleList([ResidualBlock(feats, res_scale) for _ in range(blocks)])
+        self.body = nn.ModuleList(blocks)
         self.body_tail = conv3x3(feats, feats)
-        self.upsample = pixel_shuffle_upsampler(feats, scale)
         self.tail = conv3x3(feats, 1)
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
 
-    def config(self) -> dict:
-        return {**super().config(), "feats": self.feats, "blocks": self.blocks, "res_scale": self.res_scale}
+    def upsample_features(self, features: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bands = x.shape[1]
@@ -71,5 +70,21 @@ class CNN(SRModel):
         for block in self.body:
             trunk = block(trunk, bands)
         features = features + self.body_tail(trunk)
-        detail = unfold_bands(self.tail(self.upsample(features)), bands)
+        detail = unfold_bands(self.tail(self.upsample_features(features)), bands)
         return bicubic_upsample(x, self.scale) + detail
+
+
+class CNN(TrunkModel):
+    arch = "cnn"
+
+    def __init__(self, scale: int, feats: int = 32, blocks: int = 8, res_scale: float = 0.1) -> None:
+        super().__init__(scale)
+        self.feats, self.blocks, self.res_scale = feats, blocks, res_scale
+        self.build_trunk(feats, [ResidualBlock(feats, res_scale) for _ in range(blocks)])
+        self.upsample = pixel_shuffle_upsampler(feats, scale)
+
+    def config(self) -> dict:
+        return {**super().config(), "feats": self.feats, "blocks": self.blocks, "res_scale": self.res_scale}
+
+    def upsample_features(self, features: torch.Tensor) -> torch.Tensor:
+        return self.upsample(features)

@@ -18,10 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sr_geo.models.bands import BandExchange, fold_bands, unfold_bands
-from sr_geo.models.base import SRModel
-from sr_geo.models.bicubic import bicubic_upsample
-from sr_geo.models.cnn import conv3x3
+from sr_geo.models.bands import BandExchange
+from sr_geo.models.cnn import TrunkModel, conv3x3
 
 NEGATIVE_SLOPE = 0.2
 RESIDUAL_SCALE = 0.2
@@ -58,7 +56,7 @@ class RRDB(nn.Module):
         return x + RESIDUAL_SCALE * self.dense(self.exchange(x, bands))
 
 
-class RRDBNet(SRModel):
+class RRDBNet(TrunkModel):
     arch = "gan"
 
     def __init__(self, scale: int, feats: int = 32, blocks: int = 4, growth: int = 16) -> None:
@@ -66,26 +64,14 @@ class RRDBNet(SRModel):
         if scale & (scale - 1) or scale < 2:
             raise ValueError(f"the generator upsamples in ×2 steps, got ×{scale}")
         self.feats, self.blocks, self.growth = feats, blocks, growth
-        self.head = conv3x3(1, feats)
-        self.body = nn.ModuleList([RRDB(feats, growth) for _ in range(blocks)])
-        self.body_tail = conv3x3(feats, feats)
+        self.build_trunk(feats, [RRDB(feats, growth) for _ in range(blocks)])
         self.upsample = nn.ModuleList([conv3x3(feats, feats) for _ in range(int(math.log2(scale)))])
         self.hr_conv = conv3x3(feats, feats)
-        self.tail = conv3x3(feats, 1)
-        nn.init.zeros_(self.tail.weight)
-        nn.init.zeros_(self.tail.bias)
 
     def config(self) -> dict:
         return {**super().config(), "feats": self.feats, "blocks": self.blocks, "growth": self.growth}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bands = x.shape[1]
-        features = self.head(fold_bands(x))
-        trunk = features
-        for block in self.body:
-            trunk = block(trunk, bands)
-        features = features + self.body_tail(trunk)
+    def upsample_features(self, features: torch.Tensor) -> torch.Tensor:
         for conv in self.upsample:
             features = lrelu(conv(F.interpolate(features, scale_factor=2, mode="nearest")))
-        detail = unfold_bands(self.tail(lrelu(self.hr_conv(features))), bands)
-        return bicubic_upsample(x, self.scale) + detail
+        return lrelu(self.hr_conv(features))

@@ -40,6 +40,12 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 @click.option("--seed", default=_DEFAULTS["seed"], show_default=True, type=int)
 @click.option("--val-patches", default=_DEFAULTS["val_patches"], show_default=True, type=click.IntRange(0))
 @click.option("--eval-every", default=_DEFAULTS["eval_every"], show_default=True, type=click.IntRange(1))
+@click.option("--init-weights", type=click.Path(exists=True, dir_okay=False), default="",
+              help="Start the generator from this weights file (same architecture and scale): fine-tuning.")
+@click.option("--adversarial-weight", default=_DEFAULTS["adversarial_weight"], show_default=True, type=float,
+              help="GAN: weight of the relativistic adversarial term.")
+@click.option("--frequency-weight", default=_DEFAULTS["frequency_weight"], show_default=True, type=float,
+              help="GAN: weight of the amplitude-spectrum term.")
 @click.option("--attribution", default="", help="Data attribution to record in the weights' model card.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for torch [default: torch's choice].")

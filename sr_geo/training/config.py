@@ -25,7 +25,10 @@ class TrainConfig:
     `@BANDS`, a comma-separated list of band names or 1-based indexes to keep, each optionally
     labelled as `LABEL=BAND`. `patch` is the HR patch side. For the GAN, the first `pretrain_steps`
     steps train the generator on L1 alone and the rest adversarially. `blocks` None means the
-    architecture's default depth.
+    architecture's default depth. `init_weights` starts the generator from a weights file of the
+    same architecture and scale (fine-tuning shipped weights on one's own archive, or a longer
+    schedule continuing a finished run); the run records the file's SHA-256 beside the config, so a
+    resume refuses a changed file.
     """
 
     model: str
@@ -55,6 +58,7 @@ class TrainConfig:
     feature_matching_weight: float = 0.1
     frequency_weight: float = 0.1
     attribution: str = ""
+    init_weights: str = ""
 
     def __post_init__(self) -> None:
         if self.model not in ARCHITECTURES or self.model in CLASSICAL:

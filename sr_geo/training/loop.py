@@ -23,7 +23,7 @@ from sr_geo.models.discriminator import PatchDiscriminator
 from sr_geo.models.receptive import effective_radius
 from sr_geo.models.registry import ARCHITECTURES
 from sr_geo.models.temporal import MedianBicubic, SingleImageView
-from sr_geo.models.weights import save_weights
+from sr_geo.models.weights import file_sha256, load_weights, save_weights
 from sr_geo.training.card import model_card
 from sr_geo.training.checkpoint import Progress, load_checkpoint, save_checkpoint
 from sr_geo.training.config import TrainConfig
@@ -61,6 +61,8 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     torch_device = choose_device(device)
     config_record = json.loads(json.dumps(config.to_dict()))  # as it reads back: tuples become lists
+    if config.init_weights:
+        config_record["init_weights_sha256"] = file_sha256(config.init_weights)
 
     rasters = load_rasters(config.sources, config.stacks, config.scale)
     footprint = config.patch + 2 * degradation_margin(config.scale, config.degradation)
@@ -76,6 +78,8 @@ def train(
 
     torch.manual_seed(config.seed)
     generator = ARCHITECTURES[config.model](config.scale, **config.architecture_options())
+    if config.init_weights:
+        _initialise(generator, config.init_weights)
     # channels_last: ~25 % faster convolutions on CPU (oneDNN) and on GPU tensor cores alike.
     generator = generator.to(torch_device, memory_format=torch.channels_last)
     modules: dict[str, torch.nn.Module] = {"generator": generator}
@@ -121,7 +125,8 @@ def train(
                 scores = evaluate(generator, val_patches, torch_device)
                 progress.history.append({"kind": "val", "step": progress.step, **scores})
                 bar.write(f"step {progress.step}: val PSNR {scores['psnr']:.2f} dB (bicubic {baseline['psnr']:.2f}), "
-                          f"SSIM {scores['ssim']:.4f} (bicubic {baseline['ssim']:.4f})")
+                          f"SSIM {scores['ssim']:.4f} (bicubic {baseline['ssim']:.4f}), "
+                          f"HF energy SR/HR {scores['hf_ratio']:.3f}")
             if progress.step % config.checkpoint_every == 0:
                 checkpoint()
     except KeyboardInterrupt:
@@ -132,6 +137,20 @@ def train(
     checkpoint()
     return _finish(config, run_dir, weights_out, generator, rasters, split, val_patches, baseline, progress,
                    torch_device, command)
+
+
+def _initialise(generator: SRModel, path: str) -> None:
+    """Copy a weights file's tensors into `generator`, refusing another architecture, scale or size."""
+    source = load_weights(path, ARCHITECTURES)
+    if type(source) is not type(generator) or source.scale != generator.scale:
+        raise InvalidRequestError(
+            f"{path}: holds {type(source).__name__} ×{source.scale}, not the {type(generator).__name__} "
+            f"×{generator.scale} being trained"
+        )
+    try:
+        generator.load_state_dict(source.state_dict())
+    except RuntimeError:
+        raise InvalidRequestError(f"{path}: its layer sizes differ from the model being trained (--feats/--blocks)") from None
 
 
 def _finish(
@@ -155,7 +174,7 @@ def _finish(
         "patches": len(val_patches),
         "split": f"by location: ground cells of {config.split_cell} patch footprints, {config.val_fraction:.0%} held out, "
         "guard band of one footprint",
-        **({"psnr": latest["psnr"], "ssim": latest["ssim"], "step": latest["step"]} if latest else {}),
+        **({name: latest[name] for name in ("psnr", "ssim", "hf_ratio", "step") if name in latest} if latest else {}),
         **({"bicubic_psnr": baseline["psnr"], "bicubic_ssim": baseline["ssim"]} if baseline else {}),
         "units": "per band in standardised units, peak = band min-max over its raster; mean over bands, then patches",
     }

@@ -2,7 +2,9 @@
 
 PSNR and SSIM are computed per band (sr_geo.metrics) in standardised units with each band's
 min-max range over its raster as the peak, averaged over bands, then over patches, as SR papers
-report them. The numbers are what the pipeline delivers, because the model runs through the same
+report them. `hf_ratio` is the held-out patches' share of spectral energy above half Nyquist, the
+model's over the HR's (pooled over patches, so near-flat patches cannot dominate): the number a
+GAN's adversarial phase is meant to raise towards 1 while PSNR holds. The numbers are what the pipeline delivers, because the model runs through the same
 forward pass as inference.
 """
 
@@ -12,7 +14,7 @@ import numpy as np
 import torch
 
 from sr_geo.inference import forward
-from sr_geo.metrics import psnr, ssim
+from sr_geo.metrics import high_frequency_energy, psnr, ssim
 from sr_geo.models.base import SRModel
 from sr_geo.training.data import ValidationPatch
 
@@ -21,10 +23,14 @@ def evaluate(model: SRModel, patches: list[ValidationPatch], device: torch.devic
     was_training = model.training
     model.eval()
     scores = {"psnr": [], "ssim": []}
+    hf_sr, hf_hr = [], []
     for patch in patches:
         sr = forward(model, patch.lr.numpy(), device, None if patch.valid is None else patch.valid.numpy())[0]
         hr = patch.hr[0].numpy()
         scores["psnr"].append(float(np.mean(psnr(sr, hr, patch.data_range))))
         scores["ssim"].append(float(np.mean(ssim(sr, hr, patch.data_range))))
+        hf_sr.append(high_frequency_energy(sr))
+        hf_hr.append(high_frequency_energy(hr))
     model.train(was_training)
-    return {name: float(np.mean(values)) for name, values in scores.items()} | {"patches": len(patches)}
+    means = {name: float(np.mean(values)) for name, values in scores.items()}
+    return means | {"hf_ratio": float(np.sum(hf_sr) / max(np.sum(hf_hr), 1e-12)), "patches": len(patches)}

@@ -179,3 +179,21 @@ def test_gan_pretrains_on_l1_then_trains_adversarially(scenes: Path, tmp_path: P
     assert {"adversarial", "feature_matching", "frequency", "discriminator"} <= set(history[-1])
     assert read_metadata(result.weights)["arch"] == "gan"
     assert (tmp_path / "run" / "checkpoint" / "discriminator-4.safetensors").is_file()
+
+
+def test_fine_tuning_starts_from_the_weights_and_refuses_another_model(scenes: Path, tmp_path: Path) -> None:
+    sources = (str(scenes / "place_a_1.tif"),)
+    first = train(tiny_config(sources, steps=20), tmp_path / "first", progress_bar=False)
+    # lr 0: the fine-tuned weights can only be the initial ones, so the copy itself is what is checked.
+    tuned = train(tiny_config(sources, steps=2, lr=0.0, init_weights=str(first.weights)), tmp_path / "tuned",
+                  progress_bar=False)
+    expected = load_file(str(first.weights))
+    for name, tensor in load_file(str(tuned.weights)).items():
+        torch.testing.assert_close(tensor, expected[name], rtol=0, atol=0)
+    assert tuned.validation["psnr"] == pytest.approx(first.validation["psnr"], abs=1e-6)
+    record = json.loads((tmp_path / "tuned" / "progress.json").read_text())
+    assert len(record["config"]["init_weights_sha256"]) == 64
+    with pytest.raises(InvalidRequestError, match="not the CNN ×4"):
+        train(tiny_config(sources, scale=4, init_weights=str(first.weights)), tmp_path / "x4", progress_bar=False)
+    with pytest.raises(InvalidRequestError, match="layer sizes differ"):
+        train(tiny_config(sources, feats=4, init_weights=str(first.weights)), tmp_path / "narrow", progress_bar=False)

@@ -48,7 +48,8 @@ def main(archive_source, archive_destination, archive_cron, archive_interval, sc
     """Serve `super-resolve-archive/local` and `super-resolve-scene/local` until interrupted."""
     from prefect import serve
 
-    from flows.archive import super_resolve_archive, using_prefect_api
+    from flows.archive import super_resolve_archive
+    from flows.cli.options import using_prefect_api
     from flows.scene import super_resolve_scene
     from sr_geo.config import load_config
 

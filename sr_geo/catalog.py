@@ -5,16 +5,19 @@ A source is a folder (every raster file below it), a glob (every file it matches
 or a STAC JSON (Item, ItemCollection, Catalog or Collection: their raster data assets). Listing and
 reading go through fsspec, so the same code serves local paths and object-store URLs.
 
-Outputs mirror the source's relative layout under the destination, always as `.tif` (COG).
+Outputs mirror the source's relative layout under the destination (a folder or an object-store
+prefix), always as `.tif` (COG). A time stack fused by a temporal model makes one output, named after
+its latest frame.
 
 Idempotence: an output is current when all of these hold, and is then skipped:
 
-- it exists and carries sr-geo provenance tags;
+- it exists and carries sr-geo provenance tags (read back from the COG, wherever it is stored);
 - the manifest (`DEST/.sr-geo/manifest.json`) has an entry for it whose run key equals the COG's
   `SR_GEO_RUN_KEY` tag, i.e. the entry describes that very file;
-- the entry's source SHA-256 equals the source's SHA-256 now (the content, not the path or mtime:
-  a touched or moved input is not redone, an edited one is). Hashing reads the whole file, so it is
-  redone only when the size or modification time differs from the entry's, as rsync and git do;
+- the entry's source SHA-256s (one per frame of a stack) equal the sources' SHA-256s now (the
+  content, not the path or mtime: a touched or moved input is not redone, an edited one is). Hashing
+  reads the whole file, so it is redone only when the size or modification time differs from the
+  entry's, as rsync and git do;
 - the entry's provenance (model, weights SHA-256, scale, tile, halo, uncertainty, consistent, as
   requested) equals this run's, and every file the entry lists (the COG and its companions) exists.
 
@@ -27,6 +30,7 @@ import hashlib
 import json
 import os
 import posixpath
+import tempfile
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +50,7 @@ from sr_geo.scene import inspect_scene
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img", ".nc")
 RASTER_MEDIA_TYPES = ("image/tiff", "image/jp2", "application/x-netcdf")
 MANIFEST = ".sr-geo/manifest.json"
+MANIFEST_FORMAT = "sr-geo-manifest/2"  # /2: a list of sources per output (the frames of a stack)
 WORKDIR = ".sr-geo/work"  # the run stores of an archive's scenes, unless a workdir is configured
 ITEM_COLLECTION = "item-collection.json"
 _MANIFEST_LOCK = threading.Lock()  # one per process: every Manifest on any destination shares it
@@ -92,7 +97,7 @@ class Scene:
 
 @dataclass(frozen=True)
 class SceneGroup:
-    """Scenes on one grid: a single scene, or a time stack (several dates of one footprint)."""
+    """Scenes on one grid: a single scene, or a time stack (several dates of one footprint), oldest first."""
 
     members: tuple[Scene, ...]
 
@@ -103,6 +108,15 @@ class SceneGroup:
     @property
     def id(self) -> str:
         return self.members[0].ref.relpath
+
+    @property
+    def latest(self) -> Scene:
+        """The member a fused output is named after and takes the grid of: the most recent date."""
+        return self.members[-1]
+
+    def singles(self) -> tuple[SceneGroup, ...]:
+        """Each member on its own: how a single-image model processes a stack."""
+        return tuple(SceneGroup((member,)) for member in self.members)
 
 
 # -- discovery ---------------------------------------------------------------------------------
@@ -209,6 +223,8 @@ def check_source(source: str, destination: str | None = None) -> None:
         raise InvalidRequestError(f"{source}: no such file or folder")
     if destination and _within(path, fsspec.core.url_to_fs(destination)[1]):
         raise InvalidRequestError(f"{destination}: the destination contains the source; choose another folder")
+    if destination and not storage.is_remote(destination) and os.path.isfile(destination):
+        raise InvalidRequestError(f"{destination}: is a file; the destination is a folder")
 
 
 def discover(source: str, destination: str | None = None, asset: str | None = None) -> Discovery:
@@ -266,6 +282,7 @@ class SourceIdentity:
     """What a source was when an output was made from it: SHA-256 of the content, plus size and
     modification time, which only decide whether the hash must be recomputed."""
 
+    href: str
     size: int
     mtime: float
     sha256: str
@@ -274,13 +291,13 @@ class SourceIdentity:
 def source_identity(href: str, known: SourceIdentity | None = None) -> SourceIdentity:
     """The source's identity; its content is hashed again only if size or mtime differ from `known`."""
     size, mtime = storage.identity(href)
-    if known is not None and (known.size, known.mtime) == (size, mtime):
+    if known is not None and (known.href, known.size, known.mtime) == (href, size, mtime):
         return known
     digest = hashlib.sha256()
     with fsspec.open(href, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
-    return SourceIdentity(size, mtime, digest.hexdigest())
+    return SourceIdentity(href, size, mtime, digest.hexdigest())
 
 
 @dataclass(frozen=True)
@@ -303,8 +320,9 @@ class Provenance:
         return cls(spec.name, weights_id(spec, bands), spec.scale, tile, halo, uncertainty, consistent)
 
 
-def output_tags(path: str | Path) -> dict[str, str] | None:
+def output_tags(path: str) -> dict[str, str] | None:
     """The output's sr-geo tags, or None when there is no readable output with them."""
+    storage.configure_gdal()
     try:
         with rasterio.open(path) as ds:
             tags = ds.tags()
@@ -315,34 +333,34 @@ def output_tags(path: str | Path) -> dict[str, str] | None:
 
 @dataclass(frozen=True)
 class ManifestEntry:
-    """One output's record: the source it was made from, as what, and the files written.
+    """One output's record: the sources it was made from (a stack's frames, oldest first), as what,
+    and the files written.
 
     `run_key` is the COG's SR_GEO_RUN_KEY tag: it ties the entry to that very file. `layers` are the
     files written (the COG and companions such as the uncertainty layer), relative to the destination.
     """
 
-    source: str
-    size: int
-    mtime: float
-    sha256: str
+    sources: tuple[SourceIdentity, ...]
     run_key: str
     provenance: Provenance
     layers: tuple[str, ...]
 
-    @property
-    def identity(self) -> SourceIdentity:
-        return SourceIdentity(self.size, self.mtime, self.sha256)
+    def known(self, href: str) -> SourceIdentity | None:
+        """The recorded identity of the source at `href`, which spares hashing it again if unchanged."""
+        return next((source for source in self.sources if source.href == href), None)
 
     @classmethod
     def from_json(cls, data: dict) -> ManifestEntry:
-        return cls(**{**data, "provenance": Provenance(**data["provenance"]), "layers": tuple(data["layers"])})
+        return cls(sources=tuple(SourceIdentity(**source) for source in data["sources"]), run_key=data["run_key"],
+                   provenance=Provenance(**data["provenance"]), layers=tuple(data["layers"]))
 
 
-def stale_reason(requested: Provenance, identity: SourceIdentity, tags: Mapping[str, str] | None,
+def stale_reason(requested: Provenance, sources: Sequence[SourceIdentity], tags: Mapping[str, str] | None,
                  entry: ManifestEntry | None, missing_layers: Sequence[str] = ()) -> str | None:
     """Why the output must be made (again), or None when it is current and can be skipped.
 
-    `tags` are the output COG's (None: no output); `missing_layers` the entry's files that are gone.
+    `sources` are the identities of its inputs now (one, or a stack's frames); `tags` are the output
+    COG's (None: no output); `missing_layers` the entry's files that are gone.
     """
     if tags is None:
         return "new"
@@ -350,7 +368,9 @@ def stale_reason(requested: Provenance, identity: SourceIdentity, tags: Mapping[
         return "output not in the manifest"
     if missing_layers:
         return f"missing {', '.join(missing_layers)}"
-    if entry.sha256 != identity.sha256:
+    if len(entry.sources) != len(sources):
+        return f"frames changed: {len(entry.sources)} → {len(sources)}"
+    if [s.sha256 for s in entry.sources] != [s.sha256 for s in sources]:
         return "input changed"
     if entry.provenance != requested:
         recorded = asdict(entry.provenance)
@@ -358,22 +378,35 @@ def stale_reason(requested: Provenance, identity: SourceIdentity, tags: Mapping[
     return None
 
 
+def publish_text(text: str, path: str) -> None:
+    """Write a small file (local or on an object store) so that readers see the old one or the new one,
+    never half of one: written beside it and renamed locally, uploaded in one request remotely."""
+    directory = Path(tempfile.gettempdir() if storage.is_remote(path) else storage.parent(path))
+    directory.mkdir(parents=True, exist_ok=True)
+    partial = directory / f".{posixpath.basename(path)}.{os.getpid()}.{threading.get_ident()}.partial"
+    partial.write_text(text)
+    storage.publish(partial, path)
+
+
 class Manifest:
     """`DEST/.sr-geo/manifest.json`: output relative path → `ManifestEntry`.
 
     Threads of one process record under one lock; every write re-reads the file and replaces it
-    atomically, so a reader never sees half a manifest. Two processes on one destination can lose
-    each other's latest entries; the only cost is that those scenes are redone on the next run.
+    whole, so a reader never sees half a manifest. Two processes on one destination can lose each
+    other's latest entries; the only cost is that those scenes are redone on the next run. A manifest
+    of another format reads as empty: its outputs are redone once.
     """
 
-    def __init__(self, destination: str | Path) -> None:
-        self.path = Path(destination) / MANIFEST
+    def __init__(self, destination: str) -> None:
+        self.path = storage.join(destination, MANIFEST)
 
     def _read(self) -> dict[str, dict]:
         try:
-            return json.loads(self.path.read_text())["outputs"]
-        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            with fsspec.open(self.path, "r") as handle:
+                document = json.load(handle)
+        except (FileNotFoundError, json.JSONDecodeError):
             return {}
+        return document.get("outputs", {}) if document.get("format") == MANIFEST_FORMAT else {}
 
     def get(self, output_relpath: str) -> ManifestEntry | None:
         entry = self._read().get(output_relpath)
@@ -382,8 +415,5 @@ class Manifest:
     def record(self, output_relpath: str, entry: ManifestEntry) -> None:
         with _MANIFEST_LOCK:
             outputs = {**self._read(), output_relpath: asdict(entry)}
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.partial")
-            partial.write_text(json.dumps({"format": "sr-geo-manifest/1", "outputs": outputs}, indent=1,
-                                          sort_keys=True))
-            os.replace(partial, self.path)
+            publish_text(json.dumps({"format": MANIFEST_FORMAT, "outputs": outputs}, indent=1, sort_keys=True),
+                         self.path)

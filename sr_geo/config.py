@@ -6,7 +6,11 @@ One typed `Config`, resolved from four layers, each overriding the one before it
 2. a TOML file: the path given by `--config` / `SR_GEO_CONFIG` (top-level keys named as the fields);
 3. environment variables `SR_GEO_<FIELD>` (e.g. `SR_GEO_SCENES_IN_FLIGHT=4`; an empty value resets an
    optional field to unset);
-4. command-line flags (passed here as overrides; `None` means "not given").
+4. what the caller gives: command-line flags, or the settings a flow was called with.
+
+A caller that gives every setting (a `Config` as a dict, resolved elsewhere) gets exactly that: the
+file and environment are read only for settings not given, so settings resolved once by the CLI or
+an archive run pass down to each scene unchanged.
 
 Model choices (model, scale, weights, tile, halo) are not settings: they change the output, so they
 are arguments of each run and part of its provenance. Settings only change how fast and where.
@@ -51,6 +55,8 @@ class Config:
                 raise InvalidRequestError(f"setting {name} = {value} is out of range (minimum {minimum})")
 
 
+SettingValue = str | int | float | None  # the value of a Config field, as flows take settings
+
 _TYPES = typing.get_type_hints(Config)
 FIELDS = tuple(field.name for field in dataclasses.fields(Config))
 
@@ -69,6 +75,8 @@ def _optional(name: str) -> bool:
 def _coerce(name: str, value: object, origin: str) -> object:
     """Check a TOML value or parse an environment string into the field's type."""
     kind = _base_type(name)
+    if value is None and _optional(name):
+        return None
     if isinstance(value, str) and kind is not str:
         try:
             value = kind(value)
@@ -108,17 +116,21 @@ def _from_env(env: Mapping[str, str]) -> dict[str, object]:
     return values
 
 
-def load_config(file: str | None = None, env: Mapping[str, str] | None = None, **overrides: object) -> Config:
-    """Resolve the settings: defaults < TOML file < SR_GEO_* environment < `overrides` (CLI flags).
+def load_config(file: str | None = None, env: Mapping[str, str] | None = None, **given: object) -> Config:
+    """Resolve the settings: defaults < TOML file < SR_GEO_* environment < `given` (flags, flow settings).
 
-    `file` defaults to $SR_GEO_CONFIG; overrides whose value is None count as not given.
+    `file` defaults to $SR_GEO_CONFIG. A setting given as None is unset (optional settings only).
+    When every setting is given, neither the file nor the environment is read:
+    `load_config(**dataclasses.asdict(config)) == config`.
     """
-    env = os.environ if env is None else env
-    unknown = sorted(set(overrides) - set(FIELDS))
+    unknown = sorted(set(given) - set(FIELDS))
     if unknown:
-        raise TypeError(f"unknown settings {unknown}")
-    file = file or env.get(CONFIG_FILE_ENV)
-    values = _from_file(file) if file else {}
-    values.update(_from_env(env))
-    values.update({name: _coerce(name, value, "option") for name, value in overrides.items() if value is not None})
+        raise InvalidRequestError(f"unknown settings {', '.join(unknown)} (known: {', '.join(FIELDS)})")
+    values: dict[str, object] = {}
+    if set(given) != set(FIELDS):
+        env = os.environ if env is None else env
+        file = file or env.get(CONFIG_FILE_ENV)
+        values.update(_from_file(file) if file else {})
+        values.update(_from_env(env))
+    values.update({name: _coerce(name, value, "setting") for name, value in given.items()})
     return Config(**values)

@@ -3,19 +3,19 @@
 Each Item carries the `proj` extension (code or WKT2, transform, shape and bbox in the output CRS)
 and, on its asset, the `raster` extension (per band: data type, nodata, resolution, unit, scale and
 offset), so a reader can plan windowed reads without opening the file. Provenance (model, weights,
-scale, run key, source and its SHA-256) is in `sr_geo:*` properties; a source that came from STAC
-is linked with `derived_from`.
+scale, run key, source and its SHA-256; every frame of a fused time stack) is in `sr_geo:*`
+properties; sources that came from STAC are linked with `derived_from`. Outputs and the collection
+may be local files or object-store URLs.
 
-`datetime` is the source item's acquisition time when the source came from STAC; otherwise it is
-unknown to sr-geo and the output's modification time stands in (also given as `created`).
+`datetime` is the (latest) source item's acquisition time when the source came from STAC; otherwise
+it is unknown to sr-geo and the output's modification time stands in (also given as `created`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-from collections.abc import Iterable
-from pathlib import Path
+import json
+from collections.abc import Iterable, Sequence
 
 import pystac
 import rasterio
@@ -23,7 +23,8 @@ from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import DataType, RasterBand, RasterExtension
 from rasterio.warp import transform_bounds
 
-from sr_geo.catalog import SourceRef
+from sr_geo import storage
+from sr_geo.catalog import SourceIdentity, SourceRef, publish_text
 
 
 def _footprint(bounds: tuple[float, float, float, float]) -> dict:
@@ -32,8 +33,12 @@ def _footprint(bounds: tuple[float, float, float, float]) -> dict:
     return {"type": "Polygon", "coordinates": [ring]}
 
 
-def output_item(cog: str | Path, item_id: str, source: SourceRef, source_sha256: str) -> pystac.Item:
-    """The STAC Item describing one output COG and where it came from."""
+def output_item(cog: str, item_id: str, sources: Sequence[SourceRef], identities: Sequence[SourceIdentity]
+                ) -> pystac.Item:
+    """The STAC Item describing one output COG and where it came from: one source, or the frames of a
+    time stack (oldest first; the output is on the latest one's grid)."""
+    storage.configure_gdal()
+    source, sha256 = sources[-1], identities[-1].sha256
     with rasterio.open(cog) as ds:
         tags, crs, transform, shape = ds.tags(), ds.crs, ds.transform, (ds.height, ds.width)
         native_bounds = tuple(ds.bounds)
@@ -43,7 +48,7 @@ def output_item(cog: str | Path, item_id: str, source: SourceRef, source_sha256:
             for dtype, unit, scale, offset in zip(ds.dtypes, ds.units, ds.scales, ds.offsets, strict=True)
         ]
     bbox = transform_bounds(crs, "EPSG:4326", *native_bounds, densify_pts=21)
-    created = dt.datetime.fromtimestamp(os.path.getmtime(cog), dt.timezone.utc)
+    created = dt.datetime.fromtimestamp(storage.identity(cog)[1], dt.timezone.utc)
     when = dt.datetime.fromisoformat(source.datetime) if source.datetime else created
     item = pystac.Item(
         id=item_id, geometry=_footprint(bbox), bbox=list(bbox), datetime=when,
@@ -55,9 +60,12 @@ def output_item(cog: str | Path, item_id: str, source: SourceRef, source_sha256:
             "sr_geo:run_key": tags["SR_GEO_RUN_KEY"],
             "sr_geo:version": tags["SR_GEO_VERSION"],
             "sr_geo:source": source.href,
-            "sr_geo:source_sha256": source_sha256,
+            "sr_geo:source_sha256": sha256,
         },
     )
+    if len(sources) > 1:
+        item.properties["sr_geo:frames"] = [{"href": ref.href, "sha256": identity.sha256}
+                                            for ref, identity in zip(sources, identities, strict=True)]
     proj = ProjectionExtension.ext(item, add_if_missing=True)
     epsg = crs.to_epsg()
     proj.epsg = epsg
@@ -65,19 +73,16 @@ def output_item(cog: str | Path, item_id: str, source: SourceRef, source_sha256:
     proj.transform = list(transform)[:6]
     proj.shape = list(shape)
     proj.bbox = list(native_bounds)
-    asset = pystac.Asset(href=str(cog), media_type=pystac.MediaType.COG, roles=["data"],
+    asset = pystac.Asset(href=cog, media_type=pystac.MediaType.COG, roles=["data"],
                          title="super-resolved image")
     item.add_asset("data", asset)
     RasterExtension.ext(asset, add_if_missing=True).bands = bands
-    if source.item_href:
-        item.add_link(pystac.Link("derived_from", source.item_href, media_type=pystac.MediaType.JSON))
+    for item_href in dict.fromkeys(ref.item_href for ref in sources if ref.item_href):
+        item.add_link(pystac.Link("derived_from", item_href, media_type=pystac.MediaType.JSON))
     return item
 
 
-def write_item_collection(items: Iterable[pystac.Item], path: str | Path) -> Path:
-    """Write the ItemCollection atomically: readers see the previous collection or the new one."""
-    path = Path(path)
-    partial = path.with_name(f".{path.name}.partial")
-    pystac.ItemCollection(list(items)).save_object(dest_href=str(partial))
-    os.replace(partial, path)
+def write_item_collection(items: Iterable[pystac.Item], path: str) -> str:
+    """Write the ItemCollection whole: readers see the previous collection or the new one."""
+    publish_text(json.dumps(pystac.ItemCollection(list(items)).to_dict(), indent=2), path)
     return path

@@ -1,14 +1,19 @@
-"""Options shared by the subcommands that run the pipeline."""
+"""Options shared by the subcommands that run the pipeline, and how their settings are resolved."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import click
 
+from sr_geo.config import FIELDS, Config, load_config
 from sr_geo.models.registry import ARCHITECTURES, SCALES
 
 
 def pipeline_options(fn):
-    """--model, --scale, --weights, --tile, --halo, --batch-size, --workdir, --device, --ray-address."""
+    """What to make (--model, --scale, --weights, --tile, --halo, --device, --keep-store, --uncertainty,
+    --consistent) and the settings of where and how fast (--config and one flag per setting)."""
     options = [
         click.option("--model", default="cnn", show_default=True, type=click.Choice(sorted(ARCHITECTURES)),
                      help="Model to run; bicubic is the classical baseline."),
@@ -19,25 +24,53 @@ def pipeline_options(fn):
                      help="Tile core size in input pixels."),
         click.option("--halo", type=click.IntRange(0, 1024),
                      help="Overlap in input pixels [default: the model's receptive radius]."),
-        click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1, 1024),
-                     help="Tiles per model call."),
-        click.option("--workdir", type=click.Path(file_okay=False),
-                     help="Where the run's Zarr store lives [default: .sr-geo-work beside the output]."),
         click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
                      help="Where models run; auto uses GPUs when Ray sees them."),
-        click.option("--ray-address", envvar="RAY_ADDRESS", help="Ray cluster to use [default: a local one]."),
         click.option("--keep-store", is_flag=True, help="Keep the Zarr store after a successful run."),
         click.option("--uncertainty", is_flag=True,
                      help="Also write OUT_uncertainty.tif: per-pixel spread under flips and rotations."),
         click.option("--consistent", is_flag=True,
                      help="Back-project the output so it reproduces the input under the sensor model."),
+        # Settings (sr_geo.config): a flag given overrides $SR_GEO_<NAME>, which overrides the --config file.
+        click.option("--config", "config_file", type=click.Path(dir_okay=False),
+                     help="TOML settings file [default: $SR_GEO_CONFIG]; see the README's Configuration."),
+        click.option("--batch-size", type=click.IntRange(1, 1024), help="Tiles per model call [default: 4]."),
+        click.option("--actors", type=click.IntRange(1), help="Predictor actors [default: one per GPU, else per node]."),
+        click.option("--threads", type=click.IntRange(1),
+                     help="CPU threads per actor [default: the cluster's CPUs shared between the actors]."),
+        click.option("--gpus-per-actor", type=click.FloatRange(0), help="GPU share per actor, e.g. 0.5 [default: 1]."),
+        click.option("--workdir", help="Where run stores live (path or URL) [default: beside the output]."),
+        click.option("--ray-address", help="Ray cluster to use [default: $RAY_ADDRESS, else a private local one]."),
+        click.option("--prefect-api-url", help="Prefect server to report to [default: $PREFECT_API_URL, else ephemeral]."),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
 
 
+def resolve_settings(options: dict) -> Config:
+    """Take --config and the setting flags out of a command's `options` and resolve the settings with the
+    flags given on top."""
+    file = options.pop("config_file")
+    flags = {name: options.pop(name) for name in FIELDS if name in options}
+    return load_config(file, **{name: value for name, value in flags.items() if value is not None})
+
+
+@contextmanager
+def using_prefect_api(url: str | None) -> Iterator[None]:
+    """Talk to the Prefect server at `url`; with None, whatever Prefect's own settings say."""
+    if not url:
+        yield
+        return
+    from prefect.settings import PREFECT_API_URL, temporary_settings  # Prefect loads only for a run
+
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        yield
+
+
 def print_summary(summary: dict) -> None:
+    from flows.stages import describe_pool
+
     check = summary["consistency"]
     psnr = ", ".join(f"{p:.1f}" for p in check["psnr"])
     click.echo(
@@ -45,3 +78,4 @@ def print_summary(summary: dict) -> None:
         f"{summary['megapixels_per_second']:.2f} MP/s; consistency PSNR [{psnr}] dB, "
         f"shift ({check['shift_y']:+.3f}, {check['shift_x']:+.3f}) px"
     )
+    click.echo(f"inference: {describe_pool(summary['pool'])}")

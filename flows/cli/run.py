@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import click
 
-from flows.cli.options import pipeline_options, print_summary
+from flows.cli.options import pipeline_options, print_summary, resolve_settings, using_prefect_api
 from sr_geo.models.registry import ModelSpec
 from sr_geo.preflight import validate_request
 from sr_geo.storage import output_lock
@@ -17,8 +19,9 @@ from sr_geo.storage import output_lock
 @pipeline_options
 def command(source: str, destination: str, quicklook: str | None, **options) -> None:
     """Super-resolve SOURCE (any raster GDAL reads) into a Cloud Optimized GeoTIFF."""
+    config = resolve_settings(options)
     validate_request(source, destination, ModelSpec(options["model"], options["scale"], options["weights"]))
     from flows.scene import super_resolve_scene  # Prefect and Ray load only once the request is valid
 
-    with output_lock(destination):
-        print_summary(super_resolve_scene(source, destination, quicklook=quicklook, **options))
+    with output_lock(destination), using_prefect_api(config.prefect_api_url):
+        print_summary(super_resolve_scene(source, destination, quicklook=quicklook, **options, **asdict(config)))

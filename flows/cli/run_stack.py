@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import click
 
-from flows.cli.options import pipeline_options, print_summary
+from flows.cli.options import pipeline_options, print_summary, resolve_settings, using_prefect_api
 from sr_geo.errors import InvalidRequestError
 from sr_geo.models.registry import ModelSpec
 from sr_geo.stack import SCL_INVALID, CloudMask, validate_stack_request
@@ -28,14 +30,17 @@ def command(frames: tuple[str, ...], destination: str, reference: str | None, ma
     """Super-resolve the FRAMES of one place (files, globs, folders or a STAC ItemCollection JSON) into one
     Cloud Optimized GeoTIFF on the reference frame's grid. Frames are co-registered onto that grid and
     ordered by acquisition date; temporal models (rnn) fuse them all, single-image models use the clearest."""
+    config = resolve_settings(options)
     values = _values(mask_values)
     mask = CloudMask(mask_source, values) if mask_source else None
     validate_stack_request(frames, destination, ModelSpec(options["model"], options["scale"], options["weights"]),
                            reference=reference, mask=mask, asset=asset)
     from flows.timeseries import super_resolve_timeseries  # Prefect and Ray load only once the request is valid
 
-    summary = super_resolve_timeseries(list(frames), destination, quicklook=quicklook, reference=reference,
-                                       mask=mask_source, mask_values=values, asset=asset, **options)
+    with using_prefect_api(config.prefect_api_url):
+        summary = super_resolve_timeseries(list(frames), destination, quicklook=quicklook, reference=reference,
+                                           mask=mask_source, mask_values=values, asset=asset, **options,
+                                           **asdict(config))
     for i, frame in enumerate(summary["frames"]):
         marker = " (reference)" if i == summary["reference"] else ""
         click.echo(f"frame {i + 1}: {frame['acquired'] or 'no date'} {frame['path']} [{frame['read']}]{marker}")

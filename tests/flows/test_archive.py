@@ -1,9 +1,10 @@
 """The archive flow for real (local Ray, real Prefect server): good scenes finish, bad ones are
-reported, a transient failure is retried, scenes in flight are bounded, and a rerun skips what is
-current and redoes what changed."""
+reported, a transient failure is retried, scenes in flight are bounded, the run's settings reach every
+scene, a rerun skips what is current and redoes what changed, and a temporal model fuses time stacks."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -19,6 +20,8 @@ from affine import Affine
 import flows.archive
 from conftest import UTM_TRANSFORM, smooth_texture, write_raster
 from flows.archive import super_resolve_archive
+from sr_geo.catalog import Manifest
+from sr_geo.config import FIELDS, Config
 
 pytestmark = pytest.mark.slow
 GOOD = ["a.tif", "t/2024-01.tif", "t/2024-02.tif"]
@@ -51,10 +54,12 @@ class _Observed:
         self.real, self.lock = real, threading.Lock()
         self.in_flight = self.max_in_flight = 0
         self.calls: list[str] = []
+        self.kwargs: list[dict] = []
 
     def __call__(self, source: str, destination: str, **kwargs) -> dict:
         with self.lock:
             self.calls.append(source)
+            self.kwargs.append(kwargs)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             flaky = source.endswith("/a.tif") and self.calls.count(source) == 1
@@ -76,7 +81,7 @@ def first_run(tmp_path_factory, ray_cluster, prefect_harness):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(flows.archive, "super_resolve_scene", observed)
         summary = super_resolve_archive(str(src), str(dest), model="bicubic", scale=2, tile=32,
-                                        scenes_in_flight=2, scene_retries=1)
+                                        scenes_in_flight=2, scene_retries=1, batch_size=3)
     return src, dest, summary, observed
 
 
@@ -101,8 +106,21 @@ def test_good_scenes_finish_and_bad_ones_are_reported_one_line_each(first_run):
             assert out.tags()["SR_GEO_SOURCE"] == Path(name).name
 
 
+def test_settings_are_resolved_once_and_reach_every_scene(first_run):
+    """Each scene gets every setting as the archive resolved it, and its pool runs with them."""
+    from prefect.artifacts import Artifact
+
+    _, dest, _, observed = first_run
+    settings = {key: observed.kwargs[0][key] for key in FIELDS}
+    assert settings == {**dataclasses.asdict(Config()), "batch_size": 3, "scenes_in_flight": 2,
+                        "workdir": str(dest / ".sr-geo" / "work")}
+    assert all({key: kwargs[key] for key in FIELDS} == settings for kwargs in observed.kwargs)
+    assert "1 actor × 2 threads on cpu, batches of 3 tiles" in Artifact.get("sr-geo-scene-report").data
+
+
 def test_time_stack_is_recorded_and_each_date_processed(first_run):
     _, _, summary, _ = first_run
+    assert summary["stacks_fused"] is False
     stacks = [g for g in summary["groups"] if g["kind"] == "stack"]
     assert stacks == [{"id": "t/2024-01.tif", "kind": "stack", "members": ["t/2024-01.tif", "t/2024-02.tif"]}]
     assert _rows(summary)["t/2024-02.tif"]["group"] == "t/2024-01.tif"
@@ -157,3 +175,32 @@ def test_rerun_skips_current_outputs_and_redoes_changed_inputs(first_run):
     unchanged = [name for name in GOOD if name != "a.tif"]
     assert {name: (dest / name).stat().st_mtime_ns for name in unchanged} == {name: before[name] for name in unchanged}
     assert len(list(pystac.ItemCollection.from_file(summary["item_collection"]))) == 3
+
+
+@pytest.mark.usefixtures("ray_cluster", "prefect_harness")
+def test_temporal_model_fuses_each_time_stack_into_one_output(tmp_path):
+    """rnn: three dates of one tile become one output, named after and on the grid of the latest date; a
+    lone scene is a stack of one. A rerun skips both."""
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    dates = ["t/20240105.tif", "t/20240205.tif", "t/20240305.tif"]
+    for seed, name in enumerate(dates):
+        _scene(src / name, seed, shape=(2, 20, 24))
+    _scene(src / "lone.tif", 9, dx=3000, shape=(2, 18, 16))
+    summary = super_resolve_archive(str(src), str(dest), model="rnn", scale=4, tile=32)
+    rows = _rows(summary)
+    assert summary["stacks_fused"] is True and summary["counts"] == {"done": 2, "skipped": 0, "failed": 0}
+    assert {name: (row["frames"], row["group"]) for name, row in rows.items()} == {
+        "t/20240305.tif": (3, "t/20240105.tif"), "lone.tif": (1, "lone.tif")}
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*.tif")) == ["lone.tif", "t/20240305.tif"]
+    with rasterio.open(src / dates[-1]) as inp, rasterio.open(dest / dates[-1]) as out:
+        assert out.bounds == inp.bounds and (out.height, out.width) == (80, 96)
+        assert out.tags()["SR_GEO_MODEL"] == "rnn"
+    entry = Manifest(str(dest)).get(dates[-1])
+    assert [s.href for s in entry.sources] == [str(src / name) for name in dates]
+    assert [s.sha256 for s in entry.sources] == [hashlib.sha256((src / n).read_bytes()).hexdigest() for n in dates]
+    items = {item.id: item for item in pystac.ItemCollection.from_file(summary["item_collection"])}
+    assert [f["href"] for f in items["t-20240305"].properties["sr_geo:frames"]] == [str(src / n) for n in dates]
+    assert "sr_geo:frames" not in items["lone"].properties
+
+    again = super_resolve_archive(str(src), str(dest), model="rnn", scale=4, tile=32)
+    assert again["counts"] == {"done": 0, "skipped": 2, "failed": 0}

@@ -1,4 +1,5 @@
-"""Input, store and output on an S3-compatible object store (a real server on 127.0.0.1)."""
+"""Input, store and output, and an archive's destination, on an S3-compatible object store (a real
+server on 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import fsspec
 import numpy as np
 import pytest
 import rasterio
+from affine import Affine
 
-from conftest import S3_SECRET
+from conftest import S3_SECRET, UTM_TRANSFORM, smooth_texture, write_raster
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -54,5 +56,42 @@ def test_scene_on_object_storage_matches_local_and_never_leaks_credentials(make_
 
     prefect_db = b"".join(p.read_bytes() for p in Path(cli_env["PREFECT_HOME"]).rglob("*") if p.is_file())
     for text in (remote.stdout, remote.stderr, missing.stdout, missing.stderr, tags, attrs):
+        assert S3_SECRET not in text
+    assert S3_SECRET.encode() not in prefect_db
+
+
+def test_archive_to_object_storage_skips_current_outputs_on_rerun(tmp_path, cli_env, s3_server, monkeypatch):
+    """COGs, manifest and ItemCollection under an s3:// prefix; the rerun reads the outputs' provenance
+    back from the store and skips both scenes. No credential reaches the output, the logs or Prefect."""
+    env = {**cli_env, **s3_server}
+    for key, value in s3_server.items():
+        monkeypatch.setenv(key, value)
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    write_raster(src / "a.tif", (1 + smooth_texture((2, 30, 26), 1) * 1000).astype("uint16"))
+    write_raster(src / "sub" / "b.tif", (1 + smooth_texture((2, 22, 30), 2) * 1000).astype("uint16"),
+                 transform=UTM_TRANSFORM * Affine.translation(900, 0))
+    dest = "s3://sr-geo/archive"
+    args = ["archive", str(src), "-o", dest, "--model", "bicubic", "--scale", "2", "--tile", "32"]
+
+    first = _cli(*args, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "2 done, 0 skipped, 0 failed" in first.stdout, first.stdout
+    fs = fsspec.filesystem("s3")
+    fs.get_file("sr-geo/archive/sub/b.tif", str(tmp_path / "b_x2.tif"))
+    with rasterio.open(src / "sub" / "b.tif") as inp, rasterio.open(tmp_path / "b_x2.tif") as out:
+        assert out.bounds == inp.bounds and (out.height, out.width) == (44, 60)
+        assert out.tags()["SR_GEO_MODEL"] == "bicubic"
+    items = json.loads(fs.cat_file("sr-geo/archive/item-collection.json"))
+    assert sorted(f["assets"]["data"]["href"] for f in items["features"]) == [f"{dest}/a.tif", f"{dest}/sub/b.tif"]
+    manifest = fs.cat_file("sr-geo/archive/.sr-geo/manifest.json").decode()
+    assert fs.find("sr-geo/archive/.sr-geo/work") == []  # no run store is left behind
+
+    second = _cli(*args, env=env)
+    assert second.returncode == 0, second.stderr
+    assert "0 done, 2 skipped, 0 failed" in second.stdout, second.stdout
+
+    prefect_db = b"".join(p.read_bytes() for p in Path(cli_env["PREFECT_HOME"]).rglob("*") if p.is_file())
+    for text in (first.stdout, first.stderr, second.stdout, second.stderr, json.dumps(items), manifest):
         assert S3_SECRET not in text
     assert S3_SECRET.encode() not in prefect_db

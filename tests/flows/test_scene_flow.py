@@ -111,3 +111,19 @@ def test_uncertainty_layer_is_written_beside_the_output(make_raster, random_cnn_
         assert np.isnan(spread[:, :20, :40]).all()  # masked input blocks
         assert np.isfinite(spread[:, 20:, 40:]).all() and spread[:, 20:, 40:].max() > 0
         assert "dihedral" in unc.tags()["SR_GEO_LAYER"]
+
+
+def test_config_file_and_given_settings_size_the_predictor_pool(make_raster, tmp_path, monkeypatch):
+    """A deployment's run: the file named by SR_GEO_CONFIG, under the settings the flow is given; the
+    pool it ran with is in the summary and the report artifact."""
+    from prefect.artifacts import Artifact
+
+    config = tmp_path / "sr-geo.toml"
+    config.write_text("actors = 2\nbatch_size = 3\nthreads = 2\n")
+    monkeypatch.setenv("SR_GEO_CONFIG", str(config))
+    source = make_raster(60, 50, bands=2, dtype="uint16", seed=4)
+    summary = super_resolve_scene(str(source), str(tmp_path / "out.tif"), model="bicubic", scale=2, tile=16,
+                                  threads=1)
+    assert summary["pool"] == {"actors": 2, "threads": 1, "gpus_per_actor": 0.0, "batch_size": 3, "device": "cpu"}
+    assert summary["tiles_inferred"] == summary["tiles"] == 16
+    assert "Inference: 2 actors × 1 threads on cpu, batches of 3 tiles." in Artifact.get("sr-geo-scene-report").data

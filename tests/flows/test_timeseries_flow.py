@@ -120,6 +120,20 @@ def run_stack(args: list[str], env: dict[str, str]) -> subprocess.CompletedProce
                           capture_output=True, text=True, timeout=120)
 
 
+def test_run_stack_takes_its_settings_from_the_config_file_and_flags(tmp_path, cli_env):
+    paths = frames(tmp_path)[:2]
+    (tmp_path / "sr-geo.toml").write_text("batch_size = 2\nactors = 1\n")
+    env = {**cli_env, "SR_GEO_CONFIG": str(tmp_path / "sr-geo.toml"), "SR_GEO_BATCH_SIZE": "5"}
+    result = run_stack([*map(str, paths), "-o", str(tmp_path / "out.tif"), "--scale", "4", "--tile", "32",
+                        "--threads", "1"], env)
+    assert result.returncode == 0, result.stderr
+    assert "inference: 1 actor × 1 threads on cpu, batches of 5 tiles" in result.stdout
+    assert "(reference)" in result.stdout
+    with rasterio.open(paths[0]) as src, rasterio.open(tmp_path / "out.tif") as out:
+        assert out.bounds == src.bounds and (out.height, out.width) == (280, 256)
+        assert out.tags()["SR_GEO_MODEL"] == "rnn"
+
+
 @pytest.mark.parametrize("case, message", [
     ("bands", "has 1 band, the reference frame"),
     ("apart", "does not overlap the reference frame"),

@@ -97,6 +97,9 @@ def test_missing_source_and_destination_around_source_are_refused(tmp_path):
     (tmp_path / "in").mkdir()
     with pytest.raises(InvalidRequestError, match="contains the source"):
         discover(str(tmp_path / "in"), destination=str(tmp_path))
+    (tmp_path / "out.tif").write_text("")
+    with pytest.raises(InvalidRequestError, match="out.tif: is a file"):
+        check_source(str(tmp_path / "in"), str(tmp_path / "out.tif"))
 
 
 def test_same_grid_scenes_form_a_time_stack_oldest_first(tmp_path):
@@ -117,28 +120,44 @@ def test_same_grid_scenes_form_a_time_stack_oldest_first(tmp_path):
 def test_source_identity_hashes_content_and_rehashes_only_after_a_change(tmp_path):
     path = _raster(tmp_path / "a.tif")
     first = source_identity(str(path))
-    fake = SourceIdentity(first.size, first.mtime, "cached")
+    fake = SourceIdentity(str(path), first.size, first.mtime, "cached")
     assert source_identity(str(path), known=fake) is fake  # same size and mtime: the hash is not recomputed
     os.utime(path, (1e9, 1e9))
     touched = source_identity(str(path), known=fake)
     assert touched.sha256 == first.sha256 and touched.mtime == 1e9
     _raster(path, seed=9)
     assert source_identity(str(path), known=first).sha256 != first.sha256
+    moved = tmp_path / "b.tif"
+    path.rename(moved)
+    assert source_identity(str(moved), known=first).href == str(moved)  # another file: hashed, not taken
 
 
 def test_output_is_current_only_when_input_content_and_requested_settings_match():
     wanted = Provenance("cnn", "w1", 4, 256, None, False, False)
-    identity = SourceIdentity(10, 1.0, "abc")
-    entry = ManifestEntry("in.tif", 10, 1.0, "abc", "k1", wanted, ("a.tif",))
+    identity = (SourceIdentity("in.tif", 10, 1.0, "abc"),)
+    entry = ManifestEntry(identity, "k1", wanted, ("a.tif",))
     tags = {"SR_GEO_RUN_KEY": "k1"}
     assert stale_reason(wanted, identity, tags, entry) is None
+    assert stale_reason(wanted, (SourceIdentity("moved/in.tif", 10, 5.0, "abc"),), tags, entry) is None
     assert stale_reason(wanted, identity, None, entry) == "new"
     assert stale_reason(wanted, identity, {"SR_GEO_RUN_KEY": "k2"}, entry) == "output not in the manifest"
     assert stale_reason(wanted, identity, tags, None) == "output not in the manifest"
     assert stale_reason(wanted, identity, tags, entry, ["a_uncertainty.tif"]) == "missing a_uncertainty.tif"
-    assert stale_reason(wanted, SourceIdentity(10, 2.0, "abd"), tags, entry) == "input changed"
+    assert stale_reason(wanted, (SourceIdentity("in.tif", 10, 2.0, "abd"),), tags, entry) == "input changed"
     other = Provenance("cnn", "w2", 4, 128, None, False, True)
     assert stale_reason(other, identity, tags, entry) == "changed: weights_sha256, tile, consistent"
+
+
+def test_a_fused_stack_is_current_only_while_every_frame_is():
+    wanted = Provenance("rnn", "w", 4, 256, None, False, False)
+    frames = tuple(SourceIdentity(f"t/{i}.tif", 10, 1.0, f"h{i}") for i in range(3))
+    entry = ManifestEntry(frames, "k", wanted, ("t/2.tif",))
+    tags = {"SR_GEO_RUN_KEY": "k"}
+    assert stale_reason(wanted, frames, tags, entry) is None
+    edited = (*frames[:1], SourceIdentity("t/1.tif", 11, 2.0, "new"), frames[2])
+    assert stale_reason(wanted, edited, tags, entry) == "input changed"
+    assert stale_reason(wanted, frames[1:], tags, entry) == "frames changed: 3 → 2"
+    assert entry.known("t/1.tif") == frames[1] and entry.known("t/9.tif") is None
 
 
 def test_requested_provenance_hashes_the_weights_that_will_run(random_cnn_weights):
@@ -149,18 +168,30 @@ def test_requested_provenance_hashes_the_weights_that_will_run(random_cnn_weight
                                 consistent=False).weights_sha256 == "none"
 
 
+def _entry(i: int) -> ManifestEntry:
+    return ManifestEntry((SourceIdentity(f"in/{i}.tif", i, 0.0, "h"),), f"k{i}", PROVENANCE, (f"s/{i}.tif",))
+
+
 def test_manifest_keeps_every_entry_under_concurrent_records(tmp_path):
-    manifest = Manifest(tmp_path)
+    manifest = Manifest(str(tmp_path))
 
     def record(i: int) -> None:
-        Manifest(tmp_path).record(f"s/{i}.tif", ManifestEntry(f"in/{i}.tif", i, 0.0, "h", f"k{i}", PROVENANCE,
-                                                             (f"s/{i}.tif",)))
+        Manifest(str(tmp_path)).record(f"s/{i}.tif", _entry(i))
 
     threads = [threading.Thread(target=record, args=(i,)) for i in range(16)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert manifest.get("s/7.tif") == ManifestEntry("in/7.tif", 7, 0.0, "h", "k7", PROVENANCE, ("s/7.tif",))
-    assert len(json.loads(manifest.path.read_text())["outputs"]) == 16
+    assert manifest.get("s/7.tif") == _entry(7)
+    assert len(json.loads(Path(manifest.path).read_text())["outputs"]) == 16
     assert manifest.get("s/99.tif") is None
+    assert [p.name for p in (tmp_path / ".sr-geo").iterdir()] == ["manifest.json"]  # no partial file left
+
+
+def test_manifest_of_another_format_reads_as_empty(tmp_path):
+    """Outputs listed by an older manifest are redone once, never misread."""
+    (tmp_path / ".sr-geo").mkdir()
+    (tmp_path / ".sr-geo" / "manifest.json").write_text(json.dumps(
+        {"format": "sr-geo-manifest/1", "outputs": {"a.tif": {"source": "in/a.tif", "size": 1}}}))
+    assert Manifest(str(tmp_path)).get("a.tif") is None

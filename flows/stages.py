@@ -1,0 +1,220 @@
+"""What the scene and time-series flows share: the plan, infer, export and report stages, and the run
+around them (settings, stage timings, summary, store clean-up).
+
+The two flows differ only in what they inspect (one raster, or a stack of frames) and how they tile
+it into the store; from the plan on, a run is the same, so it is recorded, reported and cleaned up
+the same way. Tasks pass paths, store URLs and tile counts, never pixels.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from tqdm import tqdm
+
+from sr_geo import __version__, storage
+from sr_geo.config import Config, load_config
+from sr_geo.export import export_cog
+from sr_geo.inference import InferenceOptions
+from sr_geo.models.registry import ModelSpec, build_model, weights_id
+from sr_geo.plan import plan_tiles
+from sr_geo.quicklook import write_quicklook
+from sr_geo.report import consistency_check
+from sr_geo.scene import SceneInfo
+from sr_geo.stack import Stack, record_stack
+from sr_geo.store import RunKey, TileStore
+from workers.cluster import cluster_resources, ray_session
+from workers.predictor import PoolConfig, default_pool, run_pool
+
+# Back-projection iterations for `consistent=True`: enough to bring the LR residual of a trained
+# model near float precision under a block-mean sensor, and far down under the default PSF.
+CONSISTENCY_ITERATIONS = 8
+
+
+def progress_bar(total: int, desc: str, initial: int = 0) -> tqdm:
+    # disable=None: bars only on a terminal, so concurrent scenes in logs never interleave them.
+    return tqdm(total=total, initial=initial, desc=f"{desc:<9}", unit="tile", leave=True, dynamic_ncols=True,
+                disable=None)
+
+
+def inference_options(uncertainty: bool, consistent: bool) -> InferenceOptions:
+    return InferenceOptions(uncertainty=uncertainty, consistency_iterations=CONSISTENCY_ITERATIONS if consistent else 0)
+
+
+def pool_config(config: Config, device: str, cpus: int, node_cpus: int, gpus: int) -> PoolConfig:
+    """The predictor actors a run uses: what the settings fix, the rest sized from what Ray has
+    (`workers.cluster.cluster_resources`).
+
+    Unset, actors follow the GPUs (one per GPU, or as many as `gpus_per_actor` shares allow), else
+    one per node; threads share the cluster's CPUs between the actors, never more than a node has.
+    """
+    pool = default_pool(cpus, gpus, config.batch_size, device, node_cpus)
+    share = pool.gpus_per_actor
+    if share and config.gpus_per_actor:  # a share applies only where GPUs run the model
+        share = config.gpus_per_actor
+    actors = config.actors or (max(1, int(gpus / share + 1e-9)) if share else pool.actors)
+    threads = config.threads or max(1, min(node_cpus, cpus // actors))
+    return replace(pool, actors=actors, threads=threads, gpus_per_actor=share)
+
+
+@task(name="plan")
+def plan_run(scene_attrs: dict, spec: ModelSpec, options: InferenceOptions, tile: int, halo: int | None,
+             workdir: str, stack_attrs: dict | None = None) -> str:
+    """Create (or reopen, to resume) the run's store; a stack's frames are part of its key and attributes.
+
+    The halo defaults to the model's receptive radius plus what the inference options add.
+    """
+    scene = SceneInfo.from_attrs(scene_attrs)
+    stack = Stack.from_attrs(stack_attrs) if stack_attrs else None
+    model = build_model(spec, scene.count)
+    halo = model.receptive_radius + options.extra_radius(spec.scale) if halo is None else halo
+    plan = plan_tiles(scene.grid.height, scene.grid.width, tile=tile, halo=halo, scale=spec.scale)
+    sha = weights_id(spec, scene.count)
+    inference = json.dumps(options.to_attrs(), sort_keys=True)
+    key = (stack.run_key(spec.name, sha, spec.scale, tile, halo, inference) if stack else
+           RunKey(scene.path, scene.size_bytes, scene.mtime, spec.name, sha, spec.scale, tile, halo, inference))
+    url = storage.join(workdir, f"{Path(scene.path.rsplit('/', 1)[-1]).stem}-{key.digest()[:16]}.zarr")
+    model_attrs = {"name": spec.name, "weights_sha256": sha, "receptive_radius": model.receptive_radius}
+    store = TileStore.open_or_create(url, key=key, scene=scene, plan=plan, model_attrs=model_attrs,
+                                     frames=len(stack.frames) if stack else 1, inference=options.to_attrs())
+    if stack:
+        record_stack(store, stack)
+    frames = f"{len(stack.frames)} frames ({stack.order} order), " if stack else ""
+    get_run_logger().info("plan: %s%d tiles of %dx%d + halo %d, overhead %.2fx", frames, plan.n_tiles,
+                          plan.tile_height, plan.tile_width, halo, plan.overhead)
+    return url
+
+
+@task(name="infer", retries=2, retry_delay_seconds=2)
+def infer(store_url: str, spec: ModelSpec, config: Config, device: str) -> dict:
+    """Returns tiles inferred now, the one-time start-up seconds (Ray, actors, model loading) and the pool."""
+    store = TileStore.open(store_url)
+    pending = store.pending("done")
+    start = time.perf_counter()
+    with ray_session(config.ray_address, num_cpus=os.cpu_count()):
+        ray_seconds = time.perf_counter() - start
+        pool = pool_config(config, device, *cluster_resources())
+        with progress_bar(store.plan.n_tiles, "inference", store.plan.n_tiles - len(pending)) as bar:
+            run = run_pool(store_url, pending, spec, store.group["input"].shape[2], pool,
+                           on_batch=lambda ids: bar.update(len(ids)))
+    return {"tiles": run.tiles, "startup_seconds": ray_seconds + run.startup_seconds, "pool": asdict(pool)}
+
+
+@task(name="export", retries=2, retry_delay_seconds=2)
+def export(store_url: str, destination: str, workdir: str) -> dict[str, str]:
+    """Write the COG (and the uncertainty COG beside it, when the run has one); returns layer → path."""
+    store = TileStore.open(store_url, mode="r")
+    missing = len(store.pending("done"))
+    if missing:
+        raise RuntimeError(f"{missing} tiles have no output yet; inference did not finish")
+    layers = {"output": destination}
+    if "uncertainty" in store.group:
+        stem, dot, suffix = destination.rpartition(".")
+        layers["uncertainty"] = f"{stem}_uncertainty.{suffix}" if dot else f"{destination}_uncertainty.tif"
+    with storage.scratch_dir(workdir) as scratch:
+        for layer, path in layers.items():
+            with progress_bar(store.plan.n_tiles, layer[:9]) as bar:
+                export_cog(store, path, scratch, layer=layer, on_tile=lambda _: bar.update())
+    return layers
+
+
+def describe_pool(pool: dict) -> str:
+    """One line for reports: e.g. `2 actors × 4 threads, 0.5 GPU each on cuda, batches of 8 tiles`."""
+    gpus = f", {pool['gpus_per_actor']:g} GPU each" if pool["gpus_per_actor"] else ""
+    actors = f"{pool['actors']} actor{'s' if pool['actors'] != 1 else ''}"
+    return f"{actors} × {pool['threads']} threads{gpus} on {pool['device']}, batches of {pool['batch_size']} tiles"
+
+
+@task(name="report")
+def report(source: str, destination: str, scale: int, summary: dict, quicklook: str | None) -> dict:
+    check = consistency_check(source, destination, scale)
+    summary = {**summary, "consistency": check.to_dict()}
+    lines = [
+        f"# sr-geo: {os.path.basename(source)} → {os.path.basename(destination)}",
+        "",
+        f"Model `{summary['model']}` ×{scale}, sr-geo {__version__}; {summary['tiles']} tiles "
+        f"({summary['tiles_inferred']} inferred in this run), {summary['output_megapixels']:.2f} output MP, "
+        f"{summary['megapixels_per_second']:.2f} MP/s end to end after {summary['startup_seconds']:.1f} s of "
+        "one-time start-up (Ray, actors, model loading).",
+        "",
+        f"Inference: {describe_pool(summary['pool'])}.",
+        "",
+        "| stage | seconds |",
+        "|---|---|",
+        *[f"| {stage} | {seconds:.2f} |" for stage, seconds in summary["seconds"].items()],
+        "",
+        "## Consistency with the input",
+        "The output block-averaged back onto the input grid, against the input: PSNR per band, and the "
+        "shift between them by phase correlation (a correct run shows a shift of a few hundredths).",
+        "",
+        "| band | PSNR (dB) |",
+        "|---|---|",
+        *[f"| {i + 1} | {p:.2f} |" for i, p in enumerate(check.psnr)],
+        "",
+        f"Shift: dy = {check.shift_y:+.3f}, dx = {check.shift_x:+.3f} input pixels.",
+    ]
+    if quicklook:
+        encoded = base64.b64encode(Path(quicklook).read_bytes()).decode()
+        lines += ["", f"Quicklook (input | output): `{quicklook}`", "", f"![quicklook](data:image/png;base64,{encoded})"]
+    create_markdown_artifact("\n".join(lines), key="sr-geo-scene-report", description="sr-geo run report")
+    return summary
+
+
+@dataclass
+class Run:
+    """One flow run from its plan on: the request, the resolved settings and the seconds per stage."""
+
+    destination: str
+    spec: ModelSpec
+    options: InferenceOptions
+    config: Config
+    workdir: str
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, destination: str, model: str, scale: int, weights: str | None, uncertainty: bool,
+              consistent: bool, settings: dict) -> Run:
+        """`settings`: `sr_geo.config.Config` fields given to the flow; the rest come from where it runs."""
+        config = load_config(**settings)
+        workdir = config.workdir or storage.join(storage.parent(destination), ".sr-geo-work")
+        return cls(destination, ModelSpec(model, scale, weights), inference_options(uncertainty, consistent), config,
+                   workdir)
+
+    def timed(self, stage: str, fn, *args):
+        start = time.perf_counter()
+        result = fn(*args)
+        self.seconds[stage] = time.perf_counter() - start
+        return result
+
+    def finish(self, store_url: str, source: str, device: str, quicklook: str | None, keep_store: bool,
+               **details) -> dict:
+        """Infer, export, report against `source` (the raster whose grid the output takes) and clean up;
+        returns the run summary, with `details` (what the flow adds about its input) in it."""
+        inferred = self.timed("infer", infer, store_url, self.spec, self.config, device)
+        layers = self.timed("export", export, store_url, self.destination, self.workdir)
+        plan = TileStore.open(store_url, mode="r").plan
+        scale = self.spec.scale
+        if quicklook:
+            write_quicklook(source, self.destination, scale, quicklook)
+        working = sum(self.seconds.values()) - inferred["startup_seconds"]
+        megapixels = plan.output_shape[0] * plan.output_shape[1] / 1e6
+        summary = {
+            "source": source, "destination": self.destination, "model": self.spec.name, "scale": scale, **details,
+            "tiles": plan.n_tiles, "tiles_inferred": inferred["tiles"], "startup_seconds": inferred["startup_seconds"],
+            "pool": inferred["pool"], "halo": plan.halo, "store": store_url, "layers": layers,
+            "seconds": self.seconds, "output_megapixels": megapixels, "megapixels_per_second": megapixels / working,
+        }
+        summary = report(source, self.destination, scale, summary, quicklook)
+        if not keep_store:
+            storage.remove_tree(store_url)
+            if self.config.workdir is None and not storage.is_remote(self.workdir) and not any(
+                    Path(self.workdir).iterdir()):
+                Path(self.workdir).rmdir()  # leave nothing beside the output but the output
+        return summary

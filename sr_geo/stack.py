@@ -36,11 +36,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
 
+import fsspec
+import numpy as np
 import rasterio
+from affine import Affine
 from rasterio.crs import CRS
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, transform_bounds
 
-from sr_geo.catalog import SourceRef, discover
+from sr_geo.catalog import SourceRef, _is_glob, discover
 from sr_geo.errors import InvalidRasterError, InvalidRequestError
 from sr_geo.grid import Grid
 from sr_geo.models.registry import ModelSpec
@@ -58,6 +63,9 @@ DATE_TAGS = ("ACQUISITIONDATETIME", "ACQUISITIONDATE", "ACQUISITION_DATE", "DATE
 # any misregistration that matters, far above the rounding of geotransforms written as text.
 PIXEL_SIZE_RTOL = 1e-6
 LATTICE_TOLERANCE_PX = 1e-4
+# `valid_fractions` samples the reference grid at most this many pixels a side: exact up to that size,
+# a close estimate beyond, and a bounded read per frame either way.
+VALID_SAMPLE_SIDE = 1024
 
 _DATE = re.compile(r"(?<!\d)(\d{4})[-_:/]?(\d{2})[-_:/]?(\d{2})(?:[T _]?(\d{2}):?(\d{2})(?::?(\d{2}))?)?(?!\d)")
 
@@ -220,6 +228,53 @@ def inspect_stack(
         order="acquisition date" if dated else "as given (no frame has a date)",
         mask_invalid=mask.invalid if mask else (),
     )
+
+
+def names_a_stack(sources: Sequence[str]) -> bool:
+    """Whether `sources` name a time stack rather than one raster file: several sources, or one that
+    names many rasters to `discover` (a folder, a glob, a STAC JSON)."""
+    if len(sources) != 1:
+        return True
+    source = sources[0]
+    if source.lower().endswith(".json") or _is_glob(source):
+        return True
+    fs, path = fsspec.core.url_to_fs(source)
+    return fs.isdir(path)
+
+
+def parse_mask_values(text: str) -> tuple[int, ...]:
+    """`--mask-values 3,8,9,10` as integers; one-line refusal otherwise."""
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise InvalidRequestError(f"--mask-values {text}: expected integers, e.g. 3,8,9,10") from None
+
+
+def valid_fractions(stack: Stack, max_side: int = VALID_SAMPLE_SIDE) -> tuple[float, ...]:
+    """The fraction of the reference grid each frame observes, as the tiler will see it: the frame's own
+    mask, what it covers of the reference, and its cloud mask. Sampled at most `max_side` pixels a side.
+    """
+    grid = stack.scene.grid
+    shape = (min(grid.height, max_side), min(grid.width, max_side))
+    fractions = []
+    for frame in stack.frames:
+        valid = _sampled(frame.path, frame.read, grid, shape) > 0
+        if frame.mask_path is not None and frame.mask_read is not None:
+            valid &= ~np.isin(_sampled(frame.mask_path, frame.mask_read, grid, shape, band=1), stack.mask_invalid)
+        fractions.append(float(valid.mean()))
+    return tuple(fractions)
+
+
+def _sampled(path: str, read: GridRead, grid: Grid, shape: tuple[int, int], band: int | None = None) -> np.ndarray:
+    """Band `band` of raster `path`, or its validity (band None: 0 invalid), on reference `grid` resampled to
+    `shape`, through a WarpedVRT as the tiler reads warped frames: its alpha is the frame's own mask (GDAL's
+    dataset mask) where the frame covers the grid, 0 elsewhere. Frames the tiler reads by window are
+    sampled by nearest neighbour, so at full size this is exactly the tiler's validity."""
+    transform = grid.transform * Affine.scale(grid.width / shape[1], grid.height / shape[0])
+    with rasterio.open(path) as ds, WarpedVRT(ds, crs=grid.crs, transform=transform, width=shape[1], height=shape[0],
+                                              resampling=Resampling[read.resampling],
+                                              add_alpha=ColorInterp.alpha not in ds.colorinterp) as vrt:
+        return vrt.read(vrt.count if band is None else band)
 
 
 def relate(grid: Grid, reference: Grid, resampling: str | None = None) -> GridRead:

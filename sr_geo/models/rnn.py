@@ -10,6 +10,9 @@ baseline (`MedianBicubic`), as the CNN's skip makes it bicubic.
 
 Masking: the GRU's update gate is multiplied by each frame's validity, so an invalid pixel (cloud,
 nodata, a frame that does not cover it) leaves the state untouched; a fully masked frame is a no-op.
+Training only ever showed clouds masked, so at inference a cloud nobody masked would be fused as ground:
+before anything else, frames' pixels whose brightness is an outlier among the pixel's frames are masked
+as a cloud mask would have (`screen_outliers`; `outlier_threshold` None turns it off).
 The state-to-state kernels are 1 × 1: the recurrence is pointwise in space, so the receptive radius is
 that of encoder + input gates + decoder, the same for 1 frame or 100, and one halo serves every stack.
 
@@ -27,7 +30,7 @@ from sr_geo.models.base import SRModel
 from sr_geo.models.bicubic import bicubic_upsample
 from sr_geo.models.cnn import ResidualBlock, conv3x3, pixel_shuffle_upsampler
 from sr_geo.models.receptive import theoretical_radius
-from sr_geo.models.temporal import SingleImageView, masked_median
+from sr_geo.models.temporal import OUTLIER_THRESHOLD, SingleImageView, masked_median, screen_outliers
 
 
 class MaskedGRUCell(nn.Module):
@@ -55,9 +58,10 @@ class RNN(SRModel):
     temporal = True
 
     def __init__(self, scale: int, feats: int = 32, blocks: int = 4, encoder_blocks: int = 2,
-                 res_scale: float = 0.1) -> None:
+                 res_scale: float = 0.1, outlier_threshold: float | None = OUTLIER_THRESHOLD) -> None:
         super().__init__(scale)
         self.feats, self.blocks, self.encoder_blocks, self.res_scale = feats, blocks, encoder_blocks, res_scale
+        self.outlier_threshold = outlier_threshold
         self.head = conv3x3(3, feats)  # frame, median reference, validity
         self.encoder = nn.ModuleList([ResidualBlock(feats, res_scale) for _ in range(encoder_blocks)])
         self.project = conv3x3(feats, 3 * feats)
@@ -73,7 +77,8 @@ class RNN(SRModel):
 
     def config(self) -> dict:
         return {**super().config(), "feats": self.feats, "blocks": self.blocks,
-                "encoder_blocks": self.encoder_blocks, "res_scale": self.res_scale}
+                "encoder_blocks": self.encoder_blocks, "res_scale": self.res_scale,
+                "outlier_threshold": self.outlier_threshold}
 
     @property
     def theoretical_radius(self) -> int:
@@ -85,6 +90,9 @@ class RNN(SRModel):
         """x (N, T, C, H, W) standardised, invalid pixels 0; valid (N, T, H, W) → (N, C, H·s, W·s)."""
         n, frames, bands, height, width = x.shape
         x = torch.where(valid.unsqueeze(2), x, torch.zeros_like(x))  # what an invalid pixel holds never matters
+        if self.outlier_threshold is not None:
+            valid = screen_outliers(x, valid, self.outlier_threshold)
+            x = torch.where(valid.unsqueeze(2), x, torch.zeros_like(x))
         reference = masked_median(x, valid)
         mask = valid.to(x.dtype)
         per_frame = torch.stack([

@@ -1,5 +1,6 @@
-"""What temporal models share: the masked median composite, its bicubic baseline, and the single-image
-view through which `sr_geo.models.receptive` measures their receptive radius.
+"""What temporal models share: the masked median composite, its bicubic baseline, the screening of
+unmasked clouds against it, and the single-image view through which `sr_geo.models.receptive` measures
+their receptive radius.
 
 A temporal model maps frames x (N, T, C, H, W) and their validity (N, T, H, W) to (N, C, H·s, W·s).
 Invalid pixels hold 0, as the pipeline's normalisation leaves them, and must not influence the output
@@ -22,6 +23,39 @@ def masked_median(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """
     values = torch.where(valid.unsqueeze(2), x, torch.full_like(x, float("nan")))
     return torch.nan_to_num(torch.nanmedian(values, dim=1).values, nan=0.0)
+
+
+# A frame's pixel is screened out as an unmasked cloud or shadow when its brightness (mean over bands)
+# lies farther from the median brightness of the pixel's frames than both OUTLIER_MADS robust standard
+# deviations of those frames (1.4826 MAD: the Hampel identifier) and OUTLIER_THRESHOLD scene standard
+# deviations. The floor keeps frames that agree to within noise from being screened for tiny differences;
+# clear dates of a real series stay inside it (Sentinel-2 Slovenia: |deviation| < 0.6 for 99 % of clear
+# pixels), clouds lie beyond (the median pixel of its cloudy date: 2.0).
+OUTLIER_THRESHOLD = 1.0
+OUTLIER_MADS = 3.0
+# Fewer valid frames than this at a pixel leave no majority to call one of them an outlier.
+OUTLIER_MIN_FRAMES = 3
+
+
+def screen_outliers(x: torch.Tensor, valid: torch.Tensor, threshold: float = OUTLIER_THRESHOLD) -> torch.Tensor:
+    """`valid` (N, T, H, W) without the frames' pixels whose brightness is an outlier among the pixel's
+    valid frames: what a cloud mask would have caught had it been given.
+
+    A cloud or its shadow brightens or darkens every band alike, while real change between dates moves
+    bands apart (vegetation: NIR up, red down) or moves them little; so the test is on the band mean,
+    against the median and median absolute deviation over frames at that pixel alone, in the scene
+    standard deviations the input is standardised by. The MAD term spares pixels where every frame
+    differs (sub-pixel jitter across a sharp edge), which are the information fusion lives on. Pointwise
+    in space, so tiles and whole images screen identically and the receptive radius is unchanged; the
+    median frame itself is never screened, so no pixel loses all its frames. Pixels with fewer than
+    `OUTLIER_MIN_FRAMES` valid frames are left as they are.
+    """
+    brightness = x.mean(dim=2, keepdim=True)  # (N, T, 1, H, W)
+    deviation = (brightness - masked_median(brightness, valid).unsqueeze(1)).abs()  # (N, T, 1, H, W)
+    spread = OUTLIER_MADS * 1.4826 * masked_median(deviation, valid)  # (N, 1, H, W)
+    outlier = deviation[:, :, 0] > torch.clamp(spread, min=threshold)
+    enough = valid.sum(dim=1, keepdim=True) >= OUTLIER_MIN_FRAMES
+    return valid & ~(enough & outlier)
 
 
 class MedianBicubic(SRModel):

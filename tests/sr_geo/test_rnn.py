@@ -4,14 +4,18 @@ and a receptive radius computed from the network that holds for every frame coun
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
 
+from conftest import smooth_texture
+from sr_geo.degrade import SensorModel
 from sr_geo.models.registry import ARCHITECTURES, ModelSpec, build_model
 from sr_geo.models.rnn import RNN
-from sr_geo.models.temporal import MedianBicubic, SingleImageView, masked_median
+from sr_geo.models.temporal import OUTLIER_THRESHOLD, MedianBicubic, SingleImageView, masked_median, screen_outliers
 from sr_geo.models.weights import save_weights
+from sr_geo.training.temporal import StackSynthesis
 
 
 def small_rnn(scale: int = 2, seed: int = 0) -> RNN:
@@ -62,7 +66,10 @@ def test_invalid_pixels_and_fully_masked_frames_change_nothing():
 def test_untrained_model_is_bicubic_of_the_median_composite():
     x, valid = stack(2, 5, 3)
     with torch.no_grad():
-        torch.testing.assert_close(RNN(4)(x, valid), MedianBicubic(4)(x, valid))
+        torch.testing.assert_close(RNN(4, outlier_threshold=None)(x, valid), MedianBicubic(4)(x, valid))
+        screened = screen_outliers(x, valid)
+        assert 0 < (valid & ~screened).sum() < 0.2 * valid.sum()  # random frames: a few outliers
+        torch.testing.assert_close(RNN(4)(x, valid), MedianBicubic(4)(x, screened))
     x, valid = torch.tensor([[[1.0], [5.0], [2.0], [9.0]]]).reshape(1, 4, 1, 1, 1), torch.tensor([True, True, False, True])
     valid = valid.reshape(1, 4, 1, 1)
     assert masked_median(x, valid).item() == 5.0  # of 1, 5, 9; the invalid 2 is left out
@@ -103,3 +110,57 @@ def test_weights_round_trip_through_the_registry(tmp_path):
     x, valid = stack(1, 3, 3)
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(x, valid), model(x, valid))
+
+
+def test_outliers_are_screened_per_pixel_against_the_median_brightness_of_its_frames():
+    brightness = torch.tensor([0.1, -0.2, 3.0, 0.0, -1.5])  # an unmasked cloud (+3) and a shadow (-1.5)
+    x = brightness.reshape(1, 5, 1, 1, 1) + torch.tensor([0.4, -0.4]).reshape(1, 1, 2, 1, 1)  # 2 bands, same mean
+    valid = torch.ones((1, 5, 1, 1), dtype=torch.bool)
+    assert screen_outliers(x, valid)[0, :, 0, 0].tolist() == [True, True, False, True, False]
+    spectral_change = x.clone()
+    spectral_change[0, 2] = torch.tensor([2.0, -2.0]).reshape(2, 1, 1)  # NIR up, red down: no brightness change
+    assert screen_outliers(spectral_change, valid)[0, 2].all()  # the shadow stays screened
+    two = valid.clone()
+    two[0, 2:] = False
+    assert torch.equal(screen_outliers(x, two), two)  # two frames have no majority: nothing screened
+    edge = torch.tensor([-2.0, -1.0, 0.0, 1.0, 2.0]).reshape(1, 5, 1, 1, 1).expand(1, 5, 2, 1, 1)
+    pixels = torch.cat([x, edge], dim=4)  # a second pixel: a sharp edge every frame samples elsewhere
+    screened = screen_outliers(pixels, torch.ones((1, 5, 1, 2), dtype=torch.bool))[0, :, 0]
+    assert screened[:, 0].tolist() == [True, True, False, True, False] and screened[:, 1].all()  # spread: kept
+
+
+def test_shipped_weights_load_with_screening_on_and_an_unmasked_cloud_is_fused_as_if_masked():
+    """Training only ever showed masked clouds: an unmasked cloud (3 scene standard deviations bright) in one
+    of five clear frames pulls the fused output towards it. Screened, it is exactly as if it had been masked,
+    and the error is back to that of the cloud-free stack."""
+    model = build_model(ModelSpec("rnn", 4), bands=3)
+    assert model.outlier_threshold == OUTLIER_THRESHOLD
+    sensor = SensorModel(4, mtf_nyquist=0.3, noise_std=0.015)
+    synthesis = StackSynthesis(clear=1.0, missing=0.0)
+    margin = 4 * math.ceil(synthesis.kernel_radius(sensor) / 4)
+    hr = torch.from_numpy(smooth_texture((3, 96 + 2 * margin, 96 + 2 * margin), seed=3))
+    hr = (hr - hr.mean(dim=(1, 2), keepdim=True)) / hr.std(dim=(1, 2), keepdim=True)  # in scene standard deviations
+    frames, valid = synthesis.frames(hr, 5, sensor, margin, torch.Generator().manual_seed(0))
+    rows, cols = torch.meshgrid(torch.arange(24), torch.arange(24), indexing="ij")
+    cloud = (rows - 10) ** 2 + (cols - 13) ** 2 < 8**2  # a third of the frame
+    cloudy = frames.clone()
+    cloudy[2][:, cloud] = 3.0
+    masked = valid.clone()
+    masked[2] &= ~cloud
+    truth = hr[:, margin:-margin, margin:-margin]
+
+    def fused(x: torch.Tensor, frame_valid: torch.Tensor, threshold: float | None) -> torch.Tensor:
+        """As the pipeline runs it: standardised by the stack's statistics, back to data units after."""
+        mean, std = x.mean(dim=(0, 2, 3)).reshape(-1, 1, 1), x.std(dim=(0, 2, 3)).reshape(-1, 1, 1)
+        model.outlier_threshold = threshold
+        with torch.no_grad():
+            return model(((x - mean) / std).float()[None], frame_valid[None])[0].double() * std + mean
+
+    def error(y: torch.Tensor) -> float:
+        return float(((y - truth) ** 2).mean().sqrt())
+
+    screened = fused(cloudy, valid, OUTLIER_THRESHOLD)
+    assert torch.equal(screened, fused(cloudy, masked, OUTLIER_THRESHOLD))
+    assert torch.equal(screened, fused(cloudy, masked, None))
+    clean, unscreened = error(fused(frames, valid, OUTLIER_THRESHOLD)), error(fused(cloudy, valid, None))
+    assert unscreened > 1.1 * clean and error(screened) < 1.01 * clean

@@ -21,9 +21,10 @@ from sr_geo.export import export_cog
 from sr_geo.inference import Normalisation, TilePredictor, predict_whole
 from sr_geo.models.bicubic import Bicubic
 from sr_geo.models.rnn import RNN
+from sr_geo.models.temporal import screen_outliers
 from sr_geo.plan import plan_tiles
 from sr_geo.scene import inspect_scene
-from sr_geo.stack import CloudMask, inspect_stack, parse_date, record_stack
+from sr_geo.stack import CloudMask, inspect_stack, names_a_stack, parse_date, record_stack, valid_fractions
 from sr_geo.store import RunKey, TileStore
 from sr_geo.tiler import _Readers, read_on_grid, tile_scene, tile_stack
 
@@ -192,6 +193,38 @@ def test_a_cloud_mask_raster_on_another_grid_invalidates_its_listed_classes(tmp_
     np.testing.assert_array_equal(valid, expected)
 
 
+def test_valid_fractions_are_what_the_tiler_sees(tmp_path):
+    """Per-frame share of the reference grid observed (own mask, cover, cloud mask), as `sr-geo inspect`
+    prints it: exactly the tiled validity at full sampling, close to it when sampled coarsely."""
+    mask = np.ones((60, 70), bool)
+    mask[10:30, 5:25] = False
+    frames = [
+        write_raster(tmp_path / "a_20200101.tif", texture(1), mask=mask),
+        write_raster(tmp_path / "b_20200102.tif", texture(2), transform=UTM_TRANSFORM * Affine.translation(4, -3)),
+        write_raster(tmp_path / "c_20200103.tif", texture(3, (3, 20, 40)), nodata=0,
+                     transform=UTM_TRANSFORM * Affine.scale(1.5) * Affine.translation(0.3, 0)),
+    ]
+    for i, frame in enumerate(frames):
+        scl = np.full((1, 30, 35), 4, "uint8")
+        scl[0, 2 * i : 2 * i + 6, 10:20] = 9  # 20 m cloud, another place on each date
+        write_raster(frame.with_name(frame.stem + "_SCL.tif"), scl, transform=UTM_TRANSFORM * Affine.scale(2))
+    cloud = CloudMask("{dir}/{stem}_SCL.tif", (9,))
+    store = tiled(frames, tmp_path, mask=cloud)
+    stack = inspect_stack([str(f) for f in frames], mask=cloud)
+    tiled_fractions = [frame_on_grid(store, i)[1].mean() for i in range(3)]
+    assert tiled_fractions[0] == pytest.approx(1 - (400 + 240 - 10) / 4200)  # hole ∪ cloud (rows 0:12, cols 20:40)
+    assert 0.3 < tiled_fractions[2] < 0.5  # c covers the top left of the reference only
+    assert valid_fractions(stack) == pytest.approx(tiled_fractions, abs=1e-12)
+    assert valid_fractions(stack, max_side=16) == pytest.approx(tiled_fractions, abs=0.05)
+
+
+def test_sources_name_a_stack_unless_they_are_one_raster_file(tmp_path):
+    one = write_raster(tmp_path / "a.tif", texture(1))
+    assert not names_a_stack([str(one)]) and not names_a_stack([str(tmp_path / "missing.tif")])
+    assert names_a_stack([str(one), str(one)]) and names_a_stack([str(tmp_path)])
+    assert names_a_stack([str(tmp_path / "*.tif")]) and names_a_stack([str(tmp_path / "items.json")])
+
+
 @pytest.mark.parametrize("case, message", [
     ("bands", "has 2 bands, the reference frame"),
     ("dtype", "data type uint16 differs"),
@@ -250,6 +283,8 @@ def test_tiled_stack_inference_equals_whole_stack_inference(tmp_path):
     pixels, valid = np.stack([p for p, _ in whole]), np.stack([v for _, v in whole])
     assert valid[3].sum() == 0 and 0 < valid[2].mean() < 1
     norm = Normalisation(*store.band_statistics())
+    screened = screen_outliers(torch.from_numpy(norm.apply(pixels, valid))[None], torch.from_numpy(valid)[None])[0]
+    assert (valid & ~screened.numpy()).any()  # the rnn's outlier screening is part of what must tile exactly
     for candidate in (model, Bicubic(2)):
         TilePredictor(str(tmp_path / "run.zarr"), candidate, CPU).predict(list(range(store.plan.n_tiles)))
         reference = predict_whole(candidate, pixels, valid, halo, norm, CPU)

@@ -212,14 +212,14 @@ def _without_collisions(found: Discovery) -> Discovery:
     return Discovery(tuple(owners.values()), tuple(rejected), found.ignored)
 
 
-def _is_glob(source: str) -> bool:
+def is_glob(source: str) -> bool:
     return any(char in source for char in "*?[")
 
 
 def check_source(source: str, destination: str | None = None) -> None:
     """Refuse a source that does not exist or lies inside the destination; cheap, so the CLI checks first."""
     fs, path = fsspec.core.url_to_fs(source)
-    if not _is_glob(source) and not fs.exists(path):
+    if not is_glob(source) and not fs.exists(path):
         raise InvalidRequestError(f"{source}: no such file or folder")
     if destination and _within(path, fsspec.core.url_to_fs(destination)[1]):
         raise InvalidRequestError(f"{destination}: the destination contains the source; choose another folder")
@@ -234,7 +234,7 @@ def discover(source: str, destination: str | None = None, asset: str | None = No
     exclude = fsspec.core.url_to_fs(destination)[1] if destination else None
     if source.lower().endswith(".json"):
         found = _from_stac(_href(fs, path), asset)
-    elif _is_glob(source):
+    elif is_glob(source):
         found = _from_glob(fs, path, exclude)
     elif fs.isdir(path):
         found = _from_folder(fs, path, exclude)

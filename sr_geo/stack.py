@@ -45,7 +45,7 @@ from rasterio.enums import ColorInterp, Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, transform_bounds
 
-from sr_geo.catalog import SourceRef, _is_glob, discover
+from sr_geo.catalog import SourceRef, is_glob, discover
 from sr_geo.errors import InvalidRasterError, InvalidRequestError
 from sr_geo.grid import Grid
 from sr_geo.models.registry import ModelSpec
@@ -236,7 +236,7 @@ def names_a_stack(sources: Sequence[str]) -> bool:
     if len(sources) != 1:
         return True
     source = sources[0]
-    if source.lower().endswith(".json") or _is_glob(source):
+    if source.lower().endswith(".json") or is_glob(source):
         return True
     fs, path = fsspec.core.url_to_fs(source)
     return fs.isdir(path)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import click
 from rasterio.crs import CRS
 
+from flows.cli.options import stack_options
 from sr_geo.inference import clearest_frame
 from sr_geo.models.registry import ARCHITECTURES, ModelSpec, build_model
 from sr_geo.plan import plan_tiles
 from sr_geo.scene import SceneInfo, inspect_scene
-from sr_geo.stack import (SCL_INVALID, CloudMask, Stack, inspect_stack, names_a_stack, parse_mask_values,
+from sr_geo.stack import (CloudMask, Stack, inspect_stack, names_a_stack, parse_mask_values,
                           valid_fractions)
 
 
@@ -20,11 +21,7 @@ from sr_geo.stack import (SCL_INVALID, CloudMask, Stack, inspect_stack, names_a_
 @click.option("--weights", type=click.Path(dir_okay=False))
 @click.option("--tile", default=256, show_default=True, type=click.IntRange(8, 4096))
 @click.option("--halo", type=click.IntRange(0, 1024))
-@click.option("--reference", help="Stack: the frame whose grid the output takes [default: the first given].")
-@click.option("--mask", "mask_source", metavar="TEMPLATE|asset:KEY", help="Stack: per-frame cloud/QA mask, as for run-stack.")
-@click.option("--mask-values", default=",".join(map(str, SCL_INVALID)), show_default=True, metavar="V1,V2,...",
-              help="Stack: mask values that make a pixel invalid.")
-@click.option("--asset", help="Stack: STAC asset key holding each item's image.")
+@stack_options
 def command(sources: tuple[str, ...], model: str | None, scale: int, weights: str | None, tile: int,
             halo: int | None, reference: str | None, mask_source: str | None, mask_values: str,
             asset: str | None) -> None:

@@ -9,6 +9,7 @@ import click
 
 from sr_geo.config import FIELDS, Config, load_config
 from sr_geo.models.registry import ARCHITECTURES, SCALES
+from sr_geo.stack import SCL_INVALID
 
 
 def pipeline_options(fn):
@@ -42,6 +43,23 @@ def pipeline_options(fn):
         click.option("--workdir", help="Where run stores live (path or URL) [default: beside the output]."),
         click.option("--ray-address", help="Ray cluster to use [default: $RAY_ADDRESS, else a private local one]."),
         click.option("--prefect-api-url", help="Prefect server to report to [default: $PREFECT_API_URL, else ephemeral]."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def stack_options(fn):
+    """How a time stack is read (--reference, --mask, --mask-values, --asset): run-stack and inspect alike."""
+    options = [
+        click.option("--reference", help="The frame whose grid, bands and nodata the output takes [default: the first given]."),
+        click.option("--mask", "mask_source", metavar="TEMPLATE|asset:KEY",
+                     help="Per-frame cloud/QA mask raster, e.g. '{dir}/{stem}_SCL.tif' ({dir}, {stem}: the frame's "
+                          "folder and file name without extension), or asset:SCL for STAC items."),
+        click.option("--mask-values", default=",".join(map(str, SCL_INVALID)), show_default=True, metavar="V1,V2,...",
+                     help="Mask values that make a pixel invalid; the default is the Sentinel-2 SCL classes no data, "
+                          "defective, cloud shadow, medium and high probability cloud, and cirrus."),
+        click.option("--asset", help="STAC asset key holding each item's image [default: every raster data asset]."),
     ]
     for option in reversed(options):
         fn = option(fn)

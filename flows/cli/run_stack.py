@@ -6,23 +6,15 @@ from dataclasses import asdict
 
 import click
 
-from flows.cli.options import pipeline_options, print_summary, resolve_settings, using_prefect_api
-from sr_geo.errors import InvalidRequestError
+from flows.cli.options import pipeline_options, print_summary, resolve_settings, stack_options, using_prefect_api
 from sr_geo.models.registry import ModelSpec
-from sr_geo.stack import SCL_INVALID, CloudMask, validate_stack_request
+from sr_geo.stack import CloudMask, parse_mask_values, validate_stack_request
 
 
 @click.command("run-stack")
 @click.argument("frames", nargs=-1, required=True)
 @click.option("-o", "--output", "destination", required=True, help="Output COG path.")
-@click.option("--reference", help="The frame whose grid, bands and nodata the output takes [default: the first given].")
-@click.option("--mask", "mask_source", metavar="TEMPLATE|asset:KEY",
-              help="Per-frame cloud/QA mask raster, e.g. '{dir}/{stem}_SCL.tif' ({dir}, {stem}: the frame's folder "
-                   "and file name without extension), or asset:SCL for STAC items.")
-@click.option("--mask-values", default=",".join(map(str, SCL_INVALID)), show_default=True, metavar="V1,V2,...",
-              help="Mask values that make a pixel invalid; the default is the Sentinel-2 SCL classes no data, "
-                   "defective, cloud shadow, medium and high probability cloud, and cirrus.")
-@click.option("--asset", help="STAC asset key holding each item's image [default: every raster data asset].")
+@stack_options
 @click.option("--quicklook", type=click.Path(dir_okay=False), help="Also write a before/after PNG here.")
 @pipeline_options
 def command(frames: tuple[str, ...], destination: str, reference: str | None, mask_source: str | None,
@@ -31,7 +23,7 @@ def command(frames: tuple[str, ...], destination: str, reference: str | None, ma
     Cloud Optimized GeoTIFF on the reference frame's grid. Frames are co-registered onto that grid and
     ordered by acquisition date; temporal models (rnn) fuse them all, single-image models use the clearest."""
     config = resolve_settings(options)
-    values = _values(mask_values)
+    values = parse_mask_values(mask_values)
     mask = CloudMask(mask_source, values) if mask_source else None
     validate_stack_request(frames, destination, ModelSpec(options["model"], options["scale"], options["weights"]),
                            reference=reference, mask=mask, asset=asset)
@@ -50,9 +42,3 @@ def command(frames: tuple[str, ...], destination: str, reference: str | None, ma
 # The shared options default to the single-image CNN; a stack's natural model is the temporal one.
 next(p for p in command.params if p.name == "model").default = "rnn"
 
-
-def _values(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise InvalidRequestError(f"--mask-values {text}: expected integers, e.g. 3,8,9,10") from None

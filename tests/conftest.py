@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import torch
 from affine import Affine
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -47,6 +48,15 @@ def write_raster(path: Path, data: np.ndarray, *, nodata: float | None = None, m
             if mask is not None:
                 dst.write_mask(mask.astype("uint8") * 255)
     return path
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Small networks gain nothing from threads, and on a busy machine a second thread costs 4× in waits."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

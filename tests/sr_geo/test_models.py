@@ -20,13 +20,7 @@ from sr_geo.models.weights import load_weights, read_metadata, save_weights
 SHIPPED = [("cnn", 2), ("cnn", 4), ("gan", 4)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small networks gain nothing from threads, and on a busy machine a second thread costs 4× in waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small(name: str, scale: int) -> CNN | RRDBNet:

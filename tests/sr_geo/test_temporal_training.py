@@ -23,12 +23,7 @@ from sr_geo.training.temporal import MAX_FRAMES, StackSynthesis, TemporalSampler
 STILL = StackSynthesis(jitter=0.0, gain=(1.0, 1.0), offset=0.0, clear=1.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def window(size: int = 96, bands: int = 2) -> torch.Tensor:

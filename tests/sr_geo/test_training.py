@@ -27,13 +27,7 @@ from sr_geo.training.split import split_rasters
 RANGES = DegradationRanges()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks gain nothing from threads, and on a busy machine a second thread costs 4× in waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def uint16(shape: tuple[int, ...], seed: int) -> np.ndarray:

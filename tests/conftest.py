@@ -6,6 +6,7 @@ Rasters are made by the tests themselves (fixed seeds), so the suite runs on a f
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,6 +49,13 @@ def write_raster(path: Path, data: np.ndarray, *, nodata: float | None = None, m
             if mask is not None:
                 dst.write_mask(mask.astype("uint8") * 255)
     return path
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now (servers started by tests bind it next)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.fixture

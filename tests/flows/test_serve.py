@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,17 +17,12 @@ import pytest
 import rasterio
 import yaml
 
-from conftest import smooth_texture, write_raster
+from conftest import free_port, smooth_texture, write_raster
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -46,7 +40,7 @@ def _stop(process: subprocess.Popen) -> None:
 def prefect_server(tmp_path_factory):
     """(API URL, environment for clients) of a fresh Prefect server; stopped after the module."""
     home = tmp_path_factory.mktemp("prefect-server")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RAY_ADDRESS"))}
     env.update(PREFECT_HOME=str(home), PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home}/prefect.db",
                PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false", RAY_USAGE_STATS_ENABLED="0",

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,16 +16,11 @@ from pathlib import Path
 import pytest
 import rasterio
 
-from conftest import smooth_texture, write_raster
+from conftest import free_port, smooth_texture, write_raster
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class RayNodes:

@@ -43,8 +43,13 @@ def _case(case: str, **options) -> dict:
 
 # -- cases (each runs in a fresh process) ---------------------------------------------------------
 
-def case_pipeline(size: int, model: str, scale: int, batch_size: int, tile: int) -> dict:
-    """Run the flow on a synthetic scene, then the bare model on the very same tiles."""
+def case_pipeline(size: int, model: str, scale: int, batch_size: int, tile: int, bands: int = 4,
+                  rounds: int = 3) -> dict:
+    """Run the flow on a synthetic scene (peak memory sampled), then `rounds` times inference through
+    the actors again (markers cleared, actor start-up excluded) and the bare model on the very same
+    tiles, alternately: the machine is shared, and a change in its load during the run then weighs on
+    both sides of the ratio alike. The memory sampler is stopped by then, so it slows neither side.
+    """
     import torch
 
     from benchmarks.memory import PeakMemory
@@ -53,70 +58,91 @@ def case_pipeline(size: int, model: str, scale: int, batch_size: int, tile: int)
     from sr_geo.inference import Normalisation, forward
     from sr_geo.models.registry import ModelSpec, build_model
     from sr_geo.store import TileStore
-    from workers.cluster import ray_session
+    from workers.cluster import cluster_resources, ray_session
+    from workers.predictor import default_pool, run_pool
 
-    with tempfile.TemporaryDirectory() as tmp:
-        scene = synthetic_scene(Path(tmp) / "scene.tif", size)
+    def model_pass(sr_model: torch.nn.Module, x) -> float:
+        start = time.perf_counter()
+        for i in range(0, len(x), batch_size):
+            forward(sr_model, x[i : i + batch_size], torch.device("cpu"))
+        return time.perf_counter() - start
+
+    infer_seconds: list[float] = []
+    model_seconds: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp, ray_session(num_cpus=os.cpu_count()):
+        scene = synthetic_scene(Path(tmp) / "scene.tif", size, bands=bands)
         with PeakMemory() as memory:
-            start = time.perf_counter()
-            with ray_session(num_cpus=os.cpu_count()):
-                ray_seconds = time.perf_counter() - start
-                summary = super_resolve_scene(str(scene), str(Path(tmp) / "out.tif"), model=model, scale=scale,
-                                              tile=tile, batch_size=batch_size, keep_store=True,
-                                              workdir=str(Path(tmp) / "work"))
-        store = TileStore.open(summary["store"], mode="r")
+            summary = super_resolve_scene(str(scene), str(Path(tmp) / "out.tif"), model=model, scale=scale,
+                                          tile=tile, batch_size=batch_size, keep_store=True,
+                                          workdir=str(Path(tmp) / "work"))
+        store = TileStore.open(summary["store"])
         ids = list(range(store.plan.n_tiles))
         pixels, valid = store.read_inputs(ids)
-        norm = Normalisation(*store.band_statistics())
-        x = norm.apply(pixels[:, 0], valid[:, 0])
+        x = Normalisation(*store.band_statistics()).apply(pixels[:, 0], valid[:, 0])
         torch.set_num_threads(os.cpu_count() or 1)
         sr_model = build_model(ModelSpec(model, scale), x.shape[1])
         forward(sr_model, x[:batch_size], torch.device("cpu"))  # warm-up, as the actor's first batch
-        start = time.perf_counter()
-        for i in range(0, len(ids), batch_size):
-            forward(sr_model, x[i : i + batch_size], torch.device("cpu"))
-        model_seconds = time.perf_counter() - start
+        cpus, node_cpus, gpus = cluster_resources()
+        for _ in range(rounds):
+            store.group["done"][:] = 0
+            start = time.perf_counter()
+            run = run_pool(summary["store"], ids, ModelSpec(model, scale), bands,
+                           default_pool(cpus, gpus, batch_size, "auto", node_cpus))
+            infer_seconds.append(time.perf_counter() - start - run.startup_seconds)
+            model_seconds.append(model_pass(sr_model, x))
     seconds = summary["seconds"]
-    startup = summary["startup_seconds"]
-    pipeline_seconds = sum(seconds.values()) - startup
+    other_stages = sum(seconds.values()) - seconds["infer"]
     megapixels = summary["output_megapixels"]
-    return {
-        "size": size, "model": model, "scale": scale, "tile": tile, "halo": summary["halo"],
+    result = {
+        "size": size, "bands": bands, "model": model, "scale": scale, "tile": tile, "halo": summary["halo"],
         "batch_size": batch_size, "tiles": summary["tiles"], "output_megapixels": megapixels,
-        "stage_seconds": seconds, "startup_seconds": startup, "ray_start_seconds": ray_seconds,
-        "pipeline_seconds": pipeline_seconds, "model_only_seconds": model_seconds,
-        "pipeline_mp_per_s": megapixels / pipeline_seconds, "model_only_mp_per_s": megapixels / model_seconds,
-        "efficiency": model_seconds / pipeline_seconds,
+        "stage_seconds": seconds, "startup_seconds": summary["startup_seconds"], "rounds": rounds,
         "export_mp_per_s": megapixels / seconds["export"], "tile_input_mp_per_s": size * size / 1e6 / seconds["tile"],
         "peak_rss_mib": memory.peaks(),
     }
+    if rounds:
+        pipeline_seconds = other_stages + sum(infer_seconds) / rounds
+        model_only = sum(model_seconds) / rounds
+        result.update({
+            "infer_seconds_by_round": infer_seconds, "model_only_seconds_by_round": model_seconds,
+            "pipeline_seconds": pipeline_seconds, "model_only_seconds": model_only,
+            "pipeline_mp_per_s": megapixels / pipeline_seconds, "model_only_mp_per_s": megapixels / model_only,
+            "efficiency": model_only / pipeline_seconds,
+            "efficiency_by_round": [m / (other_stages + i) for m, i in zip(model_seconds, infer_seconds, strict=True)],
+        })
+    return result
 
 
 def case_startup() -> dict:
-    """Wall time of `sr-geo run` on a tiny scene (fresh and warm Prefect home) and its split."""
+    """Wall time of `sr-geo run` on a tiny scene (fresh and warm Prefect home) and its parts.
+
+    Parts, each in a fresh Python: the imports; Ray's local start and stop; Prefect's temporary
+    server alone (as `flows.startup` spawns it); and the seconds until `flows.startup.run_services`,
+    which starts both side by side while the pipeline imports, has everything up: what a run waits
+    for before its first stage.
+    """
     from benchmarks.scenes import synthetic_scene
+
+    def seconds(*args: str, env: dict | None = None) -> float:
+        start = time.perf_counter()
+        _python(*args, env=env)
+        return time.perf_counter() - start
 
     with tempfile.TemporaryDirectory() as tmp:
         scene = synthetic_scene(Path(tmp) / "tiny.tif", 64)
         env = {**os.environ, "PREFECT_HOME": str(Path(tmp) / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-        runs = []
-        for n in range(2):
-            start = time.perf_counter()
-            _python("-m", "flows.cli", "run", str(scene), "-o", str(Path(tmp) / f"out{n}.tif"), "--model", "bicubic",
-                    env=env)
-            runs.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        _python("-c", "import flows.scene")
-        imports = time.perf_counter() - start
-        start = time.perf_counter()
-        _python("-c", "import ray; ray.init(address='local', include_dashboard=False); ray.shutdown()")
-        ray_start = time.perf_counter() - start
-        probe = "from prefect import flow\n@flow\ndef f(): return 1\nf()"
-        start = time.perf_counter()
-        _python("-c", probe, env=env)
-        prefect_warm = time.perf_counter() - start
+        runs = [seconds("-m", "flows.cli", "run", str(scene), "-o", str(Path(tmp) / f"out{n}.tif"), "--model", "bicubic",
+                        env=env) for n in range(2)]
+        imports = seconds("-c", "import flows.scene")
+        ray_start = seconds("-c", "import ray; ray.init(address='local', include_dashboard=False); ray.shutdown()")
+        server = seconds("-c", "from flows.startup import TemporaryPrefectServer as S; s = S(); s.wait_ready(60); s.stop()",
+                         env=env)
+        probe = ("import time\nstart = time.perf_counter()\nimport flows.cli\nfrom flows.startup import run_services\n"
+                 "with run_services(None, None):\n    print(time.perf_counter() - start)")
+        services = float(_python("-c", probe, env=env).stdout.split()[-1])
     return {"run_first_seconds": runs[0], "run_warm_seconds": runs[1], "python_and_imports_seconds": imports,
-            "python_ray_start_seconds": ray_start, "python_prefect_flow_seconds": prefect_warm}
+            "python_ray_start_seconds": ray_start, "python_prefect_server_seconds": server,
+            "python_cli_and_run_services_seconds": services}
 
 
 # -- report ---------------------------------------------------------------------------------------
@@ -133,6 +159,8 @@ def markdown(results: dict) -> str:
         "|---|---|---|---|",
         f"| {eff['pipeline_mp_per_s']:.3f} | {eff['model_only_mp_per_s']:.3f} | **{eff['efficiency']:.2f}** "
         f"| {eff['startup_seconds']:.1f} |", "",
+        f"Inference through the actors and the bare model alternated {eff['rounds']} times after the flow (the "
+        "machine is shared; means above), by round: " + ", ".join(f"{e:.2f}" for e in eff["efficiency_by_round"]) + ".", "",
         "Stage seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in eff["stage_seconds"].items())
         + f"; export {eff['export_mp_per_s']:.1f} output MP/s, tiling {eff['tile_input_mp_per_s']:.1f} input MP/s.", "",
         "## Peak resident memory (MiB) by scene area (bicubic ×4, so I/O stages dominate)", "",
@@ -145,12 +173,23 @@ def markdown(results: dict) -> str:
     base, big = results["memory"][0]["peak_rss_mib"], results["memory"][-1]["peak_rss_mib"]
     lines += ["", f"16× area vs 1×: driver {big['driver'] / base['driver']:.2f}×, actor "
               f"{big['predictor actor'] / base['predictor actor']:.2f}×.", ""]
+    few, many = results["bands"]
+    lines += [
+        f"## Actor peak resident memory by band count ({few['model']} ×{few['scale']}, {few['size']}² scene, "
+        f"{few['tiles']} tiles of {few['tile']} + halo {few['halo']}, batch {few['batch_size']})", "",
+        "| bands | predictor actor (MiB) |", "|---|---|",
+        *[f"| {row['bands']} | {row['peak_rss_mib'].get('predictor actor', 0):.0f} |" for row in (few, many)], "",
+        f"{many['bands']} bands vs {few['bands']}: "
+        f"{many['peak_rss_mib']['predictor actor'] / few['peak_rss_mib']['predictor actor']:.2f}×.", "",
+    ]
     st = results["startup"]
     lines += [
         "## Start-up (`sr-geo run` on a 64² scene, bicubic)", "",
         f"First run (fresh Prefect database) {st['run_first_seconds']:.1f} s, later runs {st['run_warm_seconds']:.1f} s. "
-        f"Parts, each in a fresh Python: imports {st['python_and_imports_seconds']:.1f} s, Ray start "
-        f"{st['python_ray_start_seconds']:.1f} s, a trivial Prefect flow {st['python_prefect_flow_seconds']:.1f} s.", "",
+        f"Parts, each in a fresh Python: imports {st['python_and_imports_seconds']:.1f} s, Ray start and stop "
+        f"{st['python_ray_start_seconds']:.1f} s, Prefect's temporary server {st['python_prefect_server_seconds']:.1f} s; "
+        f"the CLI's imports with Ray and the server started side by side (`flows.startup.run_services`) "
+        f"ready after {st['python_cli_and_run_services_seconds']:.1f} s.", "",
         "## Projection: one Sentinel-2 tile (10980², 4 bands) at ×4 on this machine", "",
     ]
     proj = results["projection"]
@@ -180,23 +219,30 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--tile", type=int, default=256)
+    parser.add_argument("--bands", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of actor and bare-model inference")
     parser.add_argument("--memory-sizes", default="512,1024,2048")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     args = parser.parse_args()
     if args.case == "pipeline":
-        print(json.dumps(case_pipeline(args.size, args.model, args.scale, args.batch_size, args.tile)))
+        print(json.dumps(case_pipeline(args.size, args.model, args.scale, args.batch_size, args.tile, args.bands,
+                                       args.rounds)))
         return
     if args.case == "startup":
         print(json.dumps(case_startup()))
         return
     efficiency = _case("pipeline", size=args.size, model=args.model, scale=args.scale,
-                       batch_size=args.batch_size, tile=args.tile)
-    memory = [_case("pipeline", size=int(s), model="bicubic", scale=4, batch_size=args.batch_size, tile=args.tile)
-              for s in args.memory_sizes.split(",")]
+                       batch_size=args.batch_size, tile=args.tile, rounds=args.rounds)
+    memory = [_case("pipeline", size=int(s), model="bicubic", scale=4, batch_size=args.batch_size, tile=args.tile,
+                    rounds=0) for s in args.memory_sizes.split(",")]
+    # Models fold bands into their batch: the actor's peak with 4 and 12 bands (the GAN, whose
+    # activations dominate), on a scene small enough for CPU.
+    bands = [_case("pipeline", size=128, model="gan", scale=4, batch_size=args.batch_size, tile=64, bands=b,
+                   rounds=0) for b in (4, 12)]
     results = {
         "machine": f"{os.cpu_count()} CPU cores, no GPU" if not _has_gpu() else f"{os.cpu_count()} cores + GPU",
         "command": "python -m benchmarks.run " + " ".join(sys.argv[1:]),
-        "efficiency": efficiency, "memory": memory, "startup": _case("startup"),
+        "efficiency": efficiency, "memory": memory, "bands": bands, "startup": _case("startup"),
         "projection": project_s2(efficiency),
     }
     out = Path(args.out)

@@ -23,6 +23,7 @@ from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
 from sr_geo.inference import clearest_frame
+from sr_geo.memory import release_freed_memory
 from sr_geo.models.registry import ARCHITECTURES
 from sr_geo.scene import SceneInfo
 from sr_geo.storage import configure_gdal, is_remote, publish
@@ -104,6 +105,9 @@ def _write_tiles(store: TileStore, scene: SceneInfo, layer: Layer, path: Path,
         "crs": scene.grid.crs, "transform": scene.grid.transform * Affine.scale(1 / s),
         "nodata": layer.nodata, "tiled": True, "blockxsize": BLOCK, "blockysize": BLOCK,
         "compress": "zstd", "zstd_level": 1, "bigtiff": "if_safer",
+        # Band by band, the COG copy's overview pass holds one band of a full-width strip, not all
+        # of them: 33 MB instead of 68 MB more at 16× the area (the COG itself is pixel-interleaved).
+        "interleave": "band",
     }
     values_array, valid = store.group[layer.array], store.group["valid"]
     frames = _frames_seen(store)
@@ -161,4 +165,5 @@ def export_cog(
     finally:
         partial.unlink(missing_ok=True)
         scratch.unlink(missing_ok=True)
+        release_freed_memory()
     return destination

@@ -142,17 +142,27 @@ def run_model(
     return y.cpu().numpy(), None if spread is None else spread.float().cpu().numpy()
 
 
+# Models fold bands (and frames) into their batch, so a model call's memory grows with tiles × bands:
+# the batch size counts 4-band tiles, and a batch of a scene with more bands is cut into model calls
+# of at most `batch_size × REFERENCE_BANDS` band images. A 12-band scene then needs the memory of a
+# 4-band one (a tile's bands always go together: they exchange features inside the model).
+REFERENCE_BANDS = 4
+
+
 class TilePredictor:
     """Holds one model on one device and turns batches of tile ids into written output chunks.
 
     Safe to call from several threads: only the model call is serialised, so reading and
     decompressing one batch and compressing and writing another overlap the forward pass.
+    A model call sees at most `band_images` band images (tiles × bands × frames), one tile at least.
     """
 
-    def __init__(self, store_url: str, model: SRModel, device: torch.device, storage_options: dict | None = None):
+    def __init__(self, store_url: str, model: SRModel, device: torch.device, storage_options: dict | None = None,
+                 band_images: int = 4 * REFERENCE_BANDS):
         self.store = TileStore.open(store_url, storage_options)
         self.model = model.to(device).eval()
         self.device = device
+        self.band_images = band_images
         self.norm = Normalisation(*self.store.band_statistics())
         self.options = InferenceOptions(**self.store.attrs.get("inference", {}))
         self.frame = clearest_frame(self.store.group["stats"][:, :, 0, 0].sum(axis=0))
@@ -164,19 +174,25 @@ class TilePredictor:
         if not self.model.temporal:
             pixels, valid = pixels[:, self.frame], valid[:, self.frame]
         x = self.norm.apply(pixels, valid)
-        with self._model_lock:
-            y, spread = run_model(self.model, x, valid, self.device, self.options)
-        y = self.norm.invert(y)
-        plan, s = self.store.plan, self.store.plan.scale
-        for i, tile_id in enumerate(tile_ids):
-            tile = plan.tile(tile_id)
-            (r0, c0), h, w = tile.pad_before, int(tile.core.height), int(tile.core.width)
-            core = (slice(None), slice(r0 * s, (r0 + h) * s), slice(c0 * s, (c0 + w) * s))
-            self.store.write_output(tile, y[i][core])
-            if spread is not None:
-                self.store.write_output(tile, self.norm.invert_spread(spread[i])[core], array="uncertainty")
-            self.store.mark("done", tile_id)
+        per_call = max(1, self.band_images // int(np.prod(x.shape[1:-2])))
+        for start in range(0, len(tile_ids), per_call):
+            part = slice(start, start + per_call)
+            with self._model_lock:
+                y, spread = run_model(self.model, x[part], valid[part], self.device, self.options)
+            for i, tile_id in enumerate(tile_ids[part]):
+                self._write(tile_id, y[i], None if spread is None else spread[i])
         return list(tile_ids)
+
+    def _write(self, tile_id: int, y: np.ndarray, spread: np.ndarray | None) -> None:
+        """Denormalise the tile's core only (the halo is dropped first) and write it, then its marker."""
+        plan, s = self.store.plan, self.store.plan.scale
+        tile = plan.tile(tile_id)
+        (r0, c0), h, w = tile.pad_before, int(tile.core.height), int(tile.core.width)
+        core = (slice(None), slice(r0 * s, (r0 + h) * s), slice(c0 * s, (c0 + w) * s))
+        self.store.write_output(tile, self.norm.invert(y[core]))
+        if spread is not None:
+            self.store.write_output(tile, self.norm.invert_spread(spread[core]), array="uncertainty")
+        self.store.mark("done", tile_id)
 
 
 def predict_whole(

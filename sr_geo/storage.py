@@ -14,12 +14,14 @@ import fcntl
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
 import fsspec
+from rasterio.env import get_gdal_config, set_gdal_config
 
 from sr_geo.errors import InvalidRequestError
 
@@ -30,18 +32,31 @@ def is_remote(path: str) -> bool:
     return str(path).startswith(REMOTE_PREFIXES)
 
 
-GDAL_CACHE_MB = "256"
+# Export, the run report and inspection stream every block once, in order: a small cache serves
+# them, and keeps the process flat whatever the scene size. Readers that revisit blocks (tiling:
+# neighbouring tiles share source blocks) reserve what they need on top with `gdal_cache_reserve`.
+GDAL_CACHE_BYTES = 16 * 2**20
+
+_cache_lock = threading.Lock()
+_cache_configured = False
+_cache_reserved = 0  # bytes reserved above the configured size by readers running now
+_cache_base = 0  # the configured size, read when the first reservation starts
 
 
 def configure_gdal() -> None:
     """Bound GDAL's block cache, and point its S3 driver at `AWS_ENDPOINT_URL` (if set).
 
-    GDAL's cache defaults to 5 % of RAM and fills as a run reads and writes more of a scene: a fixed
-    size keeps memory flat whatever the scene size (every stage streams blocks once, in order).
-    Process environment rather than a `rasterio.Env`: GDAL reads tiles from dask's worker threads,
-    and rasterio's Env options are thread-local. Settings the user made are kept.
+    GDAL's cache defaults to 5 % of RAM and fills as a run reads and writes more of a scene (the COG
+    copy of a 67-megapixel output grew the driver by 256 MB with a 256 MB cache): a fixed size keeps
+    memory flat. The size is set live, once per process, because GDAL fixes it at its first block
+    read, which may come before this call; the cache is process-wide, so dask's threads share it.
+    A `GDAL_CACHEMAX` the user set is kept.
     """
-    os.environ.setdefault("GDAL_CACHEMAX", GDAL_CACHE_MB)
+    global _cache_configured
+    with _cache_lock:
+        if not _cache_configured and "GDAL_CACHEMAX" not in os.environ:
+            set_gdal_config("GDAL_CACHEMAX", GDAL_CACHE_BYTES)
+        _cache_configured = True
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if not endpoint or "AWS_S3_ENDPOINT" in os.environ:
         return
@@ -49,6 +64,28 @@ def configure_gdal() -> None:
     os.environ["AWS_S3_ENDPOINT"] = url.netloc
     os.environ.setdefault("AWS_HTTPS", "YES" if url.scheme == "https" else "NO")
     os.environ.setdefault("AWS_VIRTUAL_HOSTING", "FALSE")
+
+
+@contextmanager
+def gdal_cache_reserve(nbytes: int) -> Iterator[None]:
+    """Grow GDAL's block cache by `nbytes` while the block runs, then give them back.
+
+    The cache is one per process, so reservations add up: concurrent scenes of an archive each get
+    theirs, and the cache returns to its configured size when the last one ends.
+    """
+    global _cache_reserved, _cache_base
+    configure_gdal()
+    with _cache_lock:
+        if _cache_reserved == 0:
+            _cache_base = get_gdal_config("GDAL_CACHEMAX")
+        _cache_reserved += nbytes
+        set_gdal_config("GDAL_CACHEMAX", _cache_base + _cache_reserved)
+    try:
+        yield
+    finally:
+        with _cache_lock:
+            _cache_reserved -= nbytes
+            set_gdal_config("GDAL_CACHEMAX", _cache_base + _cache_reserved)
 
 
 def identity(path: str) -> tuple[int, float]:

@@ -25,9 +25,11 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from sr_geo.grid import Grid
+from sr_geo.memory import release_freed_memory
 from sr_geo.plan import TilePlan, intersect
 from sr_geo.scene import valid_mask
 from sr_geo.stack import GridRead, Stack
+from sr_geo.storage import gdal_cache_reserve
 from sr_geo.store import TileStore
 
 ON_GRID = GridRead("read")
@@ -106,6 +108,21 @@ def core_statistics(data: np.ndarray, valid: np.ndarray, plan: TilePlan, tile_id
     return np.stack([np.full(len(values), values.shape[1], dtype=np.float64), values.sum(1), (values**2).sum(1)], axis=1)
 
 
+def block_rows_bytes(path: str, region_height: int) -> int:
+    """GDAL block cache that lets tiling decode each block of `path` once.
+
+    Tiles run row by row and a tile row shares block rows with the next one, so the cache holds every
+    block row a tile region spans and two more (the next row's, and slack for dask running tiles a
+    little out of order). Measured on a 2048² 4-band JPEG2000 with 1024-pixel blocks: 78 s of CPU
+    with a 32 MB cache, 8.3 s with one spare row, 6.4 s with two, 5.5 s with 256 MB. `region_height`
+    is in reference-grid pixels, which over-counts for a frame coarser than the reference grid.
+    """
+    with rasterio.open(path) as ds:
+        block_height = ds.block_shapes[0][0]
+        rows = -(-region_height // block_height) + 2
+        return rows * block_height * ds.width * ds.count * np.dtype(ds.dtypes[0]).itemsize
+
+
 def _tile_one(store: TileStore, readers: _Readers, tile_id: int, frame: int = 0) -> int:
     data, valid = read_region(readers.get(), store.plan, tile_id)
     store.write_input(tile_id, frame, data, valid, core_statistics(data, valid, store.plan, tile_id))
@@ -131,10 +148,11 @@ def tile_scene(
     readers = _Readers(source)
     try:
         tasks = [dask.delayed(_tile_one)(store, readers, tid) for tid in pending]
-        with _Progress(on_tile):
+        with _Progress(on_tile), gdal_cache_reserve(block_rows_bytes(source, store.plan.region_shape[0])):
             dask.compute(*tasks, scheduler="threads", num_workers=workers)
     finally:
         readers.close()
+        release_freed_memory()
     return len(pending)
 
 
@@ -156,15 +174,18 @@ def tile_stack(
          _Readers(f.mask_path, grid if f.mask_read.warped else None) if f.mask_path else None)
         for f in stack.frames
     ]
+    paths = [p for f in stack.frames for p in (f.path, f.mask_path) if p]
+    cache = sum(block_rows_bytes(path, store.plan.region_shape[0]) for path in paths)
     try:
         tasks = [dask.delayed(_tile_stack_one)(store, stack, readers, tid) for tid in pending]
-        with _Progress(on_tile):
+        with _Progress(on_tile), gdal_cache_reserve(cache):
             dask.compute(*tasks, scheduler="threads", num_workers=workers)
     finally:
         for pair in readers:
             for reader in pair:
                 if reader is not None:
                     reader.close()
+        release_freed_memory()
     return len(pending)
 
 

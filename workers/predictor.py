@@ -16,7 +16,7 @@ import ray
 import torch
 from ray.util import ActorPool
 
-from sr_geo.inference import TilePredictor, choose_device
+from sr_geo.inference import REFERENCE_BANDS, TilePredictor, choose_device
 from sr_geo.models.registry import ModelSpec, build_model
 
 
@@ -27,7 +27,7 @@ class PoolConfig:
     actors: int = 1
     threads: int = 1
     gpus_per_actor: float = 0.0
-    batch_size: int = 4
+    batch_size: int = 4  # tiles per call to an actor; its model calls hold at most batch_size 4-band tiles
     device: str = "auto"
 
 
@@ -46,10 +46,11 @@ IN_FLIGHT = 2
 
 @ray.remote(max_restarts=3, max_task_retries=3, max_concurrency=IN_FLIGHT)
 class PredictorActor:
-    def __init__(self, store_url: str, spec: ModelSpec, bands: int, device: str, threads: int,
+    def __init__(self, store_url: str, spec: ModelSpec, bands: int, device: str, threads: int, batch_size: int,
                  storage_options: dict | None) -> None:
         torch.set_num_threads(threads)
-        self.predictor = TilePredictor(store_url, build_model(spec, bands), choose_device(device), storage_options)
+        self.predictor = TilePredictor(store_url, build_model(spec, bands), choose_device(device), storage_options,
+                                       band_images=batch_size * REFERENCE_BANDS)
 
     def ready(self) -> bool:
         """Returns once the model is loaded: lets the driver time start-up apart from inference."""
@@ -90,7 +91,7 @@ def run_pool(
     start = time.perf_counter()
     actors = [
         PredictorActor.options(num_cpus=pool.threads, num_gpus=pool.gpus_per_actor).remote(
-            store_url, spec, bands, pool.device, pool.threads, storage_options
+            store_url, spec, bands, pool.device, pool.threads, pool.batch_size, storage_options
         )
         for _ in range(pool.actors)
     ]

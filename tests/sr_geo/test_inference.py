@@ -130,6 +130,31 @@ def test_prediction_is_idempotent_and_independent_of_batching(tmp_path: Path) ->
     np.testing.assert_array_equal(store.group["output"][:], all_at_once)
 
 
+def test_model_calls_hold_whole_tiles_up_to_the_band_image_budget(tmp_path: Path) -> None:
+    """Models fold bands into the batch: a batch is cut into calls of at most `band_images` band
+    images (whole tiles, one at least), and the output does not depend on the cut."""
+    model = make_model("cnn", 2, bands=3)
+    path, _, _ = scene_raster(tmp_path)
+    url = str(tmp_path / "run.zarr")
+    store = tiled_store(path, Path(url), tile=36, halo=model.theoretical_radius, scale=2, name="cnn")
+    ids = list(range(store.plan.n_tiles))
+    calls: list[tuple[int, ...]] = []
+    hook = model.register_forward_pre_hook(lambda _, args: calls.append(tuple(args[0].shape[:2])))
+    try:
+        TilePredictor(url, model, CPU).predict(ids)  # default: 16 band images, 5 three-band tiles
+        whole_batches = store.group["output"][:]
+        assert calls == [(5, 3), (4, 3)]
+        calls.clear()
+        TilePredictor(url, model, CPU, band_images=7).predict(ids)
+        assert calls == [(2, 3)] * 4 + [(1, 3)]
+        calls.clear()
+        TilePredictor(url, model, CPU, band_images=1).predict(ids[:2])  # fewer than a tile's bands: one tile
+        assert calls == [(1, 3)] * 2
+    finally:
+        hook.remove()
+    np.testing.assert_array_equal(store.group["output"][:], whole_batches)
+
+
 def test_predictor_normalises_with_the_store_statistics(tmp_path: Path) -> None:
     path, data, mask = scene_raster(tmp_path)
     tiled_store(path, tmp_path / "run.zarr", tile=32, halo=2, scale=2, name="bicubic")

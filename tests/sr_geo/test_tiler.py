@@ -5,12 +5,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from rasterio.env import get_gdal_config
 
 from conftest import write_raster
 from sr_geo.plan import plan_tiles
 from sr_geo.scene import inspect_scene
 from sr_geo.store import RunKey, TileStore
-from sr_geo.tiler import tile_scene
+from sr_geo.tiler import block_rows_bytes, tile_scene
 
 MODEL_ATTRS = {"name": "bicubic", "weights_sha256": "none", "receptive_radius": 2}
 
@@ -147,3 +148,19 @@ def test_tiling_reads_the_file_as_it_is_now(tmp_path: Path) -> None:
         tile_scene(str(url), str(path), workers=2)
         pixels, _ = TileStore.open(str(url)).read_inputs(list(range(9)))
         assert np.unique(pixels).tolist() == [value], f"run {run}"
+
+
+def test_tiling_reserves_the_block_rows_it_revisits_and_gives_them_back(tmp_path: Path) -> None:
+    """GDAL's cache holds the block rows a tile row spans plus two while tiling, then shrinks back."""
+    data = np.arange(3 * 100 * 90, dtype="uint16").reshape(3, 100, 90)
+    path = write_raster(tmp_path / "scene.tif", data, tiled=True, blockxsize=32, blockysize=16)
+    store = create_store(path, tmp_path / "run.zarr", tile=20, halo=4)  # regions of 28 rows: 2 block rows
+    need = block_rows_bytes(str(path), 28)
+    assert need == (2 + 2) * 16 * 90 * 3 * 2
+    base = get_gdal_config("GDAL_CACHEMAX")
+    seen: set[int] = set()
+    tile_scene(str(tmp_path / "run.zarr"), str(path), workers=2,
+               on_tile=lambda _: seen.add(get_gdal_config("GDAL_CACHEMAX")))
+    assert seen == {base + need}
+    assert get_gdal_config("GDAL_CACHEMAX") == base
+    assert_regions_match_padded_raster(store, data, np.ones((100, 90), dtype=bool))

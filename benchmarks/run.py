@@ -117,7 +117,7 @@ def case_startup() -> dict:
     """Wall time of `sr-geo run` on a tiny scene (fresh and warm Prefect home) and its parts.
 
     Parts, each in a fresh Python: the imports; Ray's local start and stop; Prefect's temporary
-    server alone (as `flows.startup` spawns it); and the seconds until `flows.startup.run_services`,
+    server alone (import, start, stop); and the seconds until `flows.startup.run_services`,
     which starts both side by side while the pipeline imports, has everything up: what a run waits
     for before its first stage.
     """
@@ -135,10 +135,10 @@ def case_startup() -> dict:
                         env=env) for n in range(2)]
         imports = seconds("-c", "import flows.scene")
         ray_start = seconds("-c", "import ray; ray.init(address='local', include_dashboard=False); ray.shutdown()")
-        server = seconds("-c", "from flows.startup import TemporaryPrefectServer as S; s = S(); s.wait_ready(60); s.stop()",
-                         env=env)
+        server = seconds("-c", "from prefect.server.api.server import SubprocessASGIServer as S; s = S(); s.start(); "
+                               "s.stop()", env=env)
         probe = ("import time\nstart = time.perf_counter()\nimport flows.cli\nfrom flows.startup import run_services\n"
-                 "with run_services(None, None):\n    print(time.perf_counter() - start)")
+                 "with run_services(None, None, preload='flows.scene'):\n    print(time.perf_counter() - start)")
         services = float(_python("-c", probe, env=env).stdout.split()[-1])
     return {"run_first_seconds": runs[0], "run_warm_seconds": runs[1], "python_and_imports_seconds": imports,
             "python_ray_start_seconds": ray_start, "python_prefect_server_seconds": server,

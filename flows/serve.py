@@ -49,7 +49,7 @@ def main(archive_source, archive_destination, archive_cron, archive_interval, sc
     from prefect import serve
 
     from flows.archive import super_resolve_archive
-    from flows.cli.options import using_prefect_api
+    from flows.startup import using_prefect_api
     from flows.scene import super_resolve_scene
     from sr_geo.config import load_config
 

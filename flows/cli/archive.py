@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 import click
 
-from flows.cli.options import pipeline_options, resolve_settings, using_prefect_api
+from flows.cli.options import pipeline_options, resolve_settings
 from sr_geo.catalog import check_source
 from sr_geo.models.registry import ModelSpec, build_model
 
@@ -32,9 +32,11 @@ def command(source: str, destination: str, asset: str | None, **options) -> None
     config = resolve_settings(options)
     build_model(ModelSpec(options["model"], options["scale"], options["weights"]), bands=1)
     check_source(source, destination)
-    from flows.archive import super_resolve_archive  # Prefect and Ray load once the request is valid
+    from flows.startup import run_services  # Prefect and Ray load once the request is valid
 
-    with using_prefect_api(config.prefect_api_url):
+    with run_services(config.ray_address, config.prefect_api_url, preload="flows.archive"):
+        from flows.archive import super_resolve_archive
+
         summary = super_resolve_archive(source, destination, asset=asset, **options, **asdict(config))
     _print_summary(summary)
     if summary["failed"]:

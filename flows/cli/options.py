@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import click
 
 from sr_geo.config import FIELDS, Config, load_config
@@ -72,18 +69,6 @@ def resolve_settings(options: dict) -> Config:
     file = options.pop("config_file")
     flags = {name: options.pop(name) for name in FIELDS if name in options}
     return load_config(file, **{name: value for name, value in flags.items() if value is not None})
-
-
-@contextmanager
-def using_prefect_api(url: str | None) -> Iterator[None]:
-    """Talk to the Prefect server at `url`; with None, whatever Prefect's own settings say."""
-    if not url:
-        yield
-        return
-    from prefect.settings import PREFECT_API_URL, temporary_settings  # Prefect loads only for a run
-
-    with temporary_settings(updates={PREFECT_API_URL: url}):
-        yield
 
 
 def print_summary(summary: dict) -> None:

@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 import click
 
-from flows.cli.options import pipeline_options, print_summary, resolve_settings, using_prefect_api
+from flows.cli.options import pipeline_options, print_summary, resolve_settings
 from sr_geo.models.registry import ModelSpec
 from sr_geo.preflight import validate_request
 from sr_geo.storage import output_lock
@@ -21,7 +21,9 @@ def command(source: str, destination: str, quicklook: str | None, **options) -> 
     """Super-resolve SOURCE (any raster GDAL reads) into a Cloud Optimized GeoTIFF."""
     config = resolve_settings(options)
     validate_request(source, destination, ModelSpec(options["model"], options["scale"], options["weights"]))
-    from flows.scene import super_resolve_scene  # Prefect and Ray load only once the request is valid
+    from flows.startup import run_services  # Prefect and Ray load only once the request is valid
 
-    with output_lock(destination), using_prefect_api(config.prefect_api_url):
+    with output_lock(destination), run_services(config.ray_address, config.prefect_api_url, preload="flows.scene"):
+        from flows.scene import super_resolve_scene
+
         print_summary(super_resolve_scene(source, destination, quicklook=quicklook, **options, **asdict(config)))

@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 import click
 
-from flows.cli.options import pipeline_options, print_summary, resolve_settings, stack_options, using_prefect_api
+from flows.cli.options import pipeline_options, print_summary, resolve_settings, stack_options
 from sr_geo.models.registry import ModelSpec
 from sr_geo.stack import CloudMask, parse_mask_values, validate_stack_request
 
@@ -27,9 +27,11 @@ def command(frames: tuple[str, ...], destination: str, reference: str | None, ma
     mask = CloudMask(mask_source, values) if mask_source else None
     validate_stack_request(frames, destination, ModelSpec(options["model"], options["scale"], options["weights"]),
                            reference=reference, mask=mask, asset=asset)
-    from flows.timeseries import super_resolve_timeseries  # Prefect and Ray load only once the request is valid
+    from flows.startup import run_services  # Prefect and Ray load only once the request is valid
 
-    with using_prefect_api(config.prefect_api_url):
+    with run_services(config.ray_address, config.prefect_api_url, preload="flows.timeseries"):
+        from flows.timeseries import super_resolve_timeseries
+
         summary = super_resolve_timeseries(list(frames), destination, quicklook=quicklook, reference=reference,
                                            mask=mask_source, mask_values=values, asset=asset, **options,
                                            **asdict(config))

@@ -289,7 +289,8 @@ def test_tiled_stack_inference_equals_whole_stack_inference(tmp_path):
         TilePredictor(str(tmp_path / "run.zarr"), candidate, CPU).predict(list(range(store.plan.n_tiles)))
         reference = predict_whole(candidate, pixels, valid, halo, norm, CPU)
         tiled_output = TileStore.open(str(tmp_path / "run.zarr")).group["output"][:]
-        assert np.abs(tiled_output - reference).max() <= 1e-4
+        # float32 sums in another order (model calls hold fewer tiles than the whole image): relative 1e-6
+        np.testing.assert_allclose(tiled_output, reference, rtol=1e-6, atol=1e-4)
     assert TilePredictor(str(tmp_path / "run.zarr"), Bicubic(2), CPU).frame == 1  # b covers most valid pixels
 
 

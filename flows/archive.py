@@ -25,7 +25,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.futures import as_completed
 
 from flows.scene import super_resolve_scene
-from flows.stages import inference_options
+from flows.stages import inference_options, retry_unless_bad_input
 from flows.timeseries import super_resolve_timeseries
 from sr_geo import storage
 from sr_geo.catalog import (
@@ -45,7 +45,6 @@ from sr_geo.catalog import (
     stale_reason,
 )
 from sr_geo.config import SettingValue, load_config
-from sr_geo.errors import SrGeoError
 from sr_geo.models.registry import ARCHITECTURES, ModelSpec, build_model
 from sr_geo.stac import output_item, write_item_collection
 from workers.cluster import ray_session
@@ -59,16 +58,11 @@ def discover_scenes(source: str, destination: str, asset: str | None
     return group_scenes(scenes), found.rejected + unreadable, found.ignored
 
 
-def _retry_unless_bad_input(task, task_run, state) -> bool:
-    """Retrying cannot fix an unreadable input or an impossible request; anything else may be transient."""
-    return not isinstance(state.data, SrGeoError)
-
-
 def _relative(path: str, destination: str) -> str:
     return path.removeprefix(storage.join(destination, ""))
 
 
-@task(name="scene", task_run_name="scene {unit.latest.ref.relpath}", retry_condition_fn=_retry_unless_bad_input)
+@task(name="scene", task_run_name="scene {unit.latest.ref.relpath}", retry_condition_fn=retry_unless_bad_input)
 def process_scene(unit: SceneGroup, destination: str, run: dict) -> dict:
     """Skip the output if it is current, else make it (from one scene or a time stack) and record it."""
     ref = unit.latest.ref

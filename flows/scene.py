@@ -56,6 +56,7 @@ def super_resolve_scene(
     run = Run.start(destination, model, scale, weights, uncertainty, consistent, settings)
     with storage.output_lock(destination):
         scene_attrs = run.timed("inspect", inspect_input, source, destination, run.spec)
-        store_url = run.timed("plan", plan_run, scene_attrs, run.spec, run.options, tile, halo, run.workdir)
+        store_url = run.timed("plan", plan_run, scene_attrs, run.spec, run.options, tile, halo, run.workdir,
+                              destination)
         run.timed("tile", tile_input, store_url, source, os.cpu_count() or 1)
         return run.finish(store_url, source, device, quicklook, keep_store)

@@ -9,10 +9,11 @@ the same way. Tasks pass paths, store URLs and tile counts, never pixels.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 from sr_geo import __version__, storage
 from sr_geo.config import Config, load_config
+from sr_geo.errors import SrGeoError
 from sr_geo.export import export_cog
 from sr_geo.inference import InferenceOptions
 from sr_geo.models.registry import ModelSpec, build_model, weights_id
@@ -31,7 +33,7 @@ from sr_geo.scene import SceneInfo
 from sr_geo.stack import Stack, record_stack
 from sr_geo.store import RunKey, TileStore
 from workers.cluster import cluster_resources, ray_session
-from workers.predictor import PoolConfig, default_pool, run_pool
+from workers.predictor import run_pool, size_pool
 
 # Back-projection iterations for `consistent=True`: enough to bring the LR residual of a trained
 # model near float precision under a block-mean sensor, and far down under the default PSF.
@@ -48,25 +50,14 @@ def inference_options(uncertainty: bool, consistent: bool) -> InferenceOptions:
     return InferenceOptions(uncertainty=uncertainty, consistency_iterations=CONSISTENCY_ITERATIONS if consistent else 0)
 
 
-def pool_config(config: Config, device: str, cpus: int, node_cpus: int, gpus: int) -> PoolConfig:
-    """The predictor actors a run uses: what the settings fix, the rest sized from what Ray has
-    (`workers.cluster.cluster_resources`).
-
-    Unset, actors follow the GPUs (one per GPU, or as many as `gpus_per_actor` shares allow), else
-    one per node; threads share the cluster's CPUs between the actors, never more than a node has.
-    """
-    pool = default_pool(cpus, gpus, config.batch_size, device, node_cpus)
-    share = pool.gpus_per_actor
-    if share and config.gpus_per_actor:  # a share applies only where GPUs run the model
-        share = config.gpus_per_actor
-    actors = config.actors or (max(1, int(gpus / share + 1e-9)) if share else pool.actors)
-    threads = config.threads or max(1, min(node_cpus, cpus // actors))
-    return replace(pool, actors=actors, threads=threads, gpus_per_actor=share)
+def retry_unless_bad_input(task, task_run, state) -> bool:
+    """Retrying cannot fix an unreadable input or an impossible request; anything else may be transient."""
+    return not isinstance(state.data, SrGeoError)
 
 
 @task(name="plan")
 def plan_run(scene_attrs: dict, spec: ModelSpec, options: InferenceOptions, tile: int, halo: int | None,
-             workdir: str, stack_attrs: dict | None = None) -> str:
+             workdir: str, destination: str, stack_attrs: dict | None = None) -> str:
     """Create (or reopen, to resume) the run's store; a stack's frames are part of its key and attributes.
 
     The halo defaults to the model's receptive radius plus what the inference options add.
@@ -80,7 +71,10 @@ def plan_run(scene_attrs: dict, spec: ModelSpec, options: InferenceOptions, tile
     inference = json.dumps(options.to_attrs(), sort_keys=True)
     key = (stack.run_key(spec.name, sha, spec.scale, tile, halo, inference) if stack else
            RunKey(scene.path, scene.size_bytes, scene.mtime, spec.name, sha, spec.scale, tile, halo, inference))
-    url = storage.join(workdir, f"{Path(scene.path.rsplit('/', 1)[-1]).stem}-{key.digest()[:16]}.zarr")
+    # One store per output too: runs of one scene to two outputs never delete each other's store (runs
+    # on one output are serialised by `storage.output_lock`).
+    name = hashlib.sha256(f"{key.digest()} {destination}".encode()).hexdigest()[:16]
+    url = storage.join(workdir, f"{Path(scene.path.rsplit('/', 1)[-1]).stem}-{name}.zarr")
     model_attrs = {"name": spec.name, "weights_sha256": sha, "receptive_radius": model.receptive_radius}
     store = TileStore.open_or_create(url, key=key, scene=scene, plan=plan, model_attrs=model_attrs,
                                      frames=len(stack.frames) if stack else 1, inference=options.to_attrs())
@@ -92,7 +86,7 @@ def plan_run(scene_attrs: dict, spec: ModelSpec, options: InferenceOptions, tile
     return url
 
 
-@task(name="infer", retries=2, retry_delay_seconds=2)
+@task(name="infer", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_bad_input)
 def infer(store_url: str, spec: ModelSpec, config: Config, device: str) -> dict:
     """Returns tiles inferred now, the one-time start-up seconds (Ray, actors, model loading) and the pool."""
     store = TileStore.open(store_url)
@@ -100,14 +94,14 @@ def infer(store_url: str, spec: ModelSpec, config: Config, device: str) -> dict:
     start = time.perf_counter()
     with ray_session(config.ray_address, num_cpus=os.cpu_count()):
         ray_seconds = time.perf_counter() - start
-        pool = pool_config(config, device, *cluster_resources())
+        pool = size_pool(config, device, *cluster_resources())
         with progress_bar(store.plan.n_tiles, "inference", store.plan.n_tiles - len(pending)) as bar:
             run = run_pool(store_url, pending, spec, store.group["input"].shape[2], pool,
                            on_batch=lambda ids: bar.update(len(ids)))
     return {"tiles": run.tiles, "startup_seconds": ray_seconds + run.startup_seconds, "pool": asdict(pool)}
 
 
-@task(name="export", retries=2, retry_delay_seconds=2)
+@task(name="export", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_bad_input)
 def export(store_url: str, destination: str, workdir: str) -> dict[str, str]:
     """Write the COG (and the uncertainty COG beside it, when the run has one); returns layer → path."""
     store = TileStore.open(store_url, mode="r")

@@ -69,7 +69,7 @@ def super_resolve_timeseries(
         stack_attrs = run.timed("inspect", inspect_frames, list(sources), destination, run.spec, run.options,
                                 reference, cloud_mask, asset)
         store_url = run.timed("plan", plan_run, stack_attrs["scene"], run.spec, run.options, tile, halo,
-                              run.workdir, stack_attrs)
+                              run.workdir, destination, stack_attrs)
         run.timed("tile", tile_frames, store_url, os.cpu_count() or 1)
         stack = Stack.from_attrs(stack_attrs)
         frames = [{"path": f.path, "acquired": f.acquired, "date_source": f.date_source, "read": f.read.kind}

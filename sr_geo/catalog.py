@@ -30,12 +30,11 @@ import hashlib
 import json
 import os
 import posixpath
-import tempfile
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 import fsspec
 import rasterio
@@ -378,16 +377,6 @@ def stale_reason(requested: Provenance, sources: Sequence[SourceIdentity], tags:
     return None
 
 
-def publish_text(text: str, path: str) -> None:
-    """Write a small file (local or on an object store) so that readers see the old one or the new one,
-    never half of one: written beside it and renamed locally, uploaded in one request remotely."""
-    directory = Path(tempfile.gettempdir() if storage.is_remote(path) else storage.parent(path))
-    directory.mkdir(parents=True, exist_ok=True)
-    partial = directory / f".{posixpath.basename(path)}.{os.getpid()}.{threading.get_ident()}.partial"
-    partial.write_text(text)
-    storage.publish(partial, path)
-
-
 class Manifest:
     """`DEST/.sr-geo/manifest.json`: output relative path → `ManifestEntry`.
 
@@ -415,5 +404,5 @@ class Manifest:
     def record(self, output_relpath: str, entry: ManifestEntry) -> None:
         with _MANIFEST_LOCK:
             outputs = {**self._read(), output_relpath: asdict(entry)}
-            publish_text(json.dumps({"format": MANIFEST_FORMAT, "outputs": outputs}, indent=1, sort_keys=True),
+            storage.publish_text(json.dumps({"format": MANIFEST_FORMAT, "outputs": outputs}, indent=1, sort_keys=True),
                          self.path)

@@ -45,10 +45,11 @@ class Config:
     scene_retries: int = 1  # reruns of a scene that failed for a reason other than its input
     prefect_api_url: str | None = None  # Prefect server; unset: $PREFECT_API_URL, else an ephemeral one
     workdir: str | None = None  # where run stores live (path or fsspec URL); unset: beside each output
+    placement_timeout: float = 600.0  # seconds a pool too big for the cluster waits for it to grow, then fails
 
     def __post_init__(self) -> None:
         minimums = {"actors": 1, "gpus_per_actor": 0, "threads": 1, "batch_size": 1, "scenes_in_flight": 1,
-                    "scene_retries": 0}
+                    "scene_retries": 0, "placement_timeout": 0}
         for name, minimum in minimums.items():
             value = getattr(self, name)
             if value is not None and value < minimum:

@@ -24,7 +24,7 @@ from pystac.extensions.raster import DataType, RasterBand, RasterExtension
 from rasterio.warp import transform_bounds
 
 from sr_geo import storage
-from sr_geo.catalog import SourceIdentity, SourceRef, publish_text
+from sr_geo.catalog import SourceIdentity, SourceRef
 
 
 def _footprint(bounds: tuple[float, float, float, float]) -> dict:
@@ -84,5 +84,5 @@ def output_item(cog: str, item_id: str, sources: Sequence[SourceRef], identities
 
 def write_item_collection(items: Iterable[pystac.Item], path: str) -> str:
     """Write the ItemCollection whole: readers see the previous collection or the new one."""
-    publish_text(json.dumps(pystac.ItemCollection(list(items)).to_dict(), indent=2), path)
+    storage.publish_text(json.dumps(pystac.ItemCollection(list(items)).to_dict(), indent=2), path)
     return path

@@ -11,10 +11,13 @@ Credentials are never copied anywhere but GDAL's own environment.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+import posixpath
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -137,52 +140,121 @@ def publish(local: Path, destination: str) -> None:
         os.replace(local, destination)
 
 
+def publish_text(text: str, path: str) -> None:
+    """Write a small file (local or on an object store) so that readers see the old one or the new one,
+    never half of one: written beside it and renamed locally, uploaded in one request remotely."""
+    directory = Path(tempfile.gettempdir() if is_remote(path) else parent(path))
+    directory.mkdir(parents=True, exist_ok=True)
+    partial = directory / f".{posixpath.basename(path)}.{os.getpid()}.{threading.get_ident()}.partial"
+    partial.write_text(text)
+    publish(partial, path)
+
+
 def scratch_dir(workdir: str) -> tempfile.TemporaryDirectory:
     """A local directory for intermediate files: inside the work dir when local, else in the system temp."""
     return tempfile.TemporaryDirectory(prefix="sr-geo-", dir=None if is_remote(workdir) else workdir)
 
 
-_held: dict[str, int] = {}  # lock path -> descriptor, for locks this process holds (re-entrant)
+_held: set[str] = set()  # lock paths this process holds (locks are re-entrant within a process)
+
+# A killed run's lease on an object-store output expires this long after its last renewal.
+LEASE_SECONDS = 120.0
 
 
 @contextmanager
 def output_lock(destination: str) -> Iterator[None]:
-    """Exclusive claim on a local output path for one run; a second concurrent run fails at once.
+    """Exclusive claim on an output path for one run; a second concurrent run fails at once, in one line.
 
-    Two runs of one scene share a run store and an output: the first to finish would delete the
-    store under the other. flock is released by the kernel even when the holder is SIGKILLed, so a
-    killed run never blocks its rerun. Re-entrant within a process (the CLI takes it before the flow
-    starts, so the loser fails in one line; the flow takes it again for deployments and archives).
-    Object stores have no such primitive: remote outputs are not locked.
+    Two runs of one scene and output share a run store: the first to finish would delete it under
+    the other. Re-entrant within a process (the CLI takes it before the flow starts, so the loser
+    fails in one line; the flow takes it again for deployments and archives). A killed holder never
+    blocks its rerun for long: local locks are flocks, which the kernel releases; object stores have
+    none, so there the claim is a lease object (see `_object_lease`).
     """
-    if is_remote(destination):
-        yield
-        return
-    target = Path(destination).resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    path = str(target.with_name(f".{target.name}.sr-geo.lock"))
+    target = destination if is_remote(destination) else str(Path(destination).resolve())
+    path = join(parent(target), f".{posixpath.basename(target)}.sr-geo.lock")
     if path in _held:
         yield
         return
+    with _object_lease(path, destination) if is_remote(path) else _flock(path, destination):
+        _held.add(path)
+        try:
+            yield
+        finally:
+            _held.discard(path)
+
+
+def _busy(destination: str, detail: str = "") -> InvalidRequestError:
+    return InvalidRequestError(
+        f"{destination}: another sr-geo run is writing this output right now{detail}; wait for it to finish")
+
+
+@contextmanager
+def _flock(path: str, destination: str) -> Iterator[None]:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise InvalidRequestError(
-                f"{destination}: another sr-geo run is writing this output right now; wait for it to finish"
-            ) from None
+            raise _busy(destination) from None
         try:
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 break  # still the file on disk, not one a finishing holder just unlinked
         except FileNotFoundError:
             pass
         os.close(fd)
-    _held[path] = fd
     try:
         yield
     finally:
-        del _held[path]
         os.unlink(path)  # unlink while holding, then release: waiters re-check the inode
         os.close(fd)
+
+
+@contextmanager
+def _object_lease(path: str, destination: str) -> Iterator[None]:
+    """A lock object created only if absent (S3 conditional write, If-None-Match), renewed by a
+    heartbeat while the run lasts (If-Match on its own version) and deleted at the end. A lease not
+    renewed for LEASE_SECONDS (its holder was killed) is taken over, again only if unchanged since read."""
+    fs, key = fsspec.core.url_to_fs(path)
+    owner = f"{os.uname().nodename}:{os.getpid()}:{threading.get_ident()}"
+
+    def body() -> bytes:
+        return json.dumps({"owner": owner, "expires": time.time() + LEASE_SECONDS}).encode()
+
+    try:
+        etag = fs.pipe_file(key, body(), mode="create")["ETag"]
+    except FileExistsError:
+        try:
+            held = fs.info(key, refresh=True)
+            remaining = json.loads(fs.cat_file(key))["expires"] - time.time()
+        except (FileNotFoundError, ValueError, KeyError):
+            raise _busy(destination) from None  # released or replaced meanwhile: let the caller retry
+        if remaining > 0:
+            raise _busy(destination, f" (its lease runs {remaining:.0f} s more unless renewed)") from None
+        try:
+            etag = fs.pipe_file(key, body(), IfMatch=held["ETag"])["ETag"]
+        except OSError:
+            raise _busy(destination) from None
+    stop = threading.Event()
+
+    def renew() -> None:
+        nonlocal etag
+        while not stop.wait(LEASE_SECONDS / 4):
+            try:
+                etag = fs.pipe_file(key, body(), IfMatch=etag)["ETag"]
+            except OSError:
+                return  # taken over after a missed renewal: the other run now owns the output
+    heartbeat = threading.Thread(target=renew, name=f"lease {path}", daemon=True)
+    heartbeat.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        heartbeat.join()
+        try:
+            if fs.info(key, refresh=True)["ETag"] == etag:
+                fs.rm_file(key)
+        except FileNotFoundError:
+            pass

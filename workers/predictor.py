@@ -3,7 +3,8 @@
 Each actor loads its model once (on a GPU when Ray gives it one) and works on batches of tile ids:
 it reads those tiles from the store, runs the model and writes the output chunks itself. The driver
 sends only ids and receives only ids. Ray restarts a crashed actor and retries its batch, which is
-safe because a batch rewrites exactly the chunks it owns.
+safe because a batch rewrites exactly the chunks it owns. A pool's actors are placed as one gang (a
+placement group): concurrent scenes never each hold part of the cluster while waiting for the rest.
 """
 
 from __future__ import annotations
@@ -15,7 +16,11 @@ from dataclasses import dataclass
 import ray
 import torch
 from ray.util import ActorPool
+from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from sr_geo.config import Config
+from sr_geo.errors import InvalidRequestError
 from sr_geo.inference import REFERENCE_BANDS, TilePredictor, choose_device
 from sr_geo.models.registry import ModelSpec, build_model
 
@@ -29,6 +34,12 @@ class PoolConfig:
     gpus_per_actor: float = 0.0
     batch_size: int = 4  # tiles per call to an actor; its model calls hold at most batch_size 4-band tiles
     device: str = "auto"
+    placement_timeout: float = 600.0  # seconds a pool larger than every node layout waits for the cluster to grow
+
+    @property
+    def bundle(self) -> dict[str, float]:
+        """What one actor reserves."""
+        return {"CPU": self.threads, **({"GPU": self.gpus_per_actor} if self.gpus_per_actor else {})}
 
 
 @dataclass(frozen=True)
@@ -60,19 +71,51 @@ class PredictorActor:
         return self.predictor.predict(tile_ids)
 
 
-def default_pool(cpus: int, gpus: int, batch_size: int, device: str = "auto", node_cpus: int | None = None) -> PoolConfig:
-    """One actor per GPU when there are GPUs; otherwise one actor per node's worth of CPU threads.
+def size_pool(config: Config, device: str, cpus: int, node_cpus: int, gpus: int) -> PoolConfig:
+    """The predictor actors a run uses: what the settings fix, the rest sized from what Ray has
+    (`workers.cluster.cluster_resources`).
 
-    On CPU one actor with all of a node's threads beats several single-threaded ones: torch
-    parallelises the convolutions, and another model copy would only add memory. An actor never
-    asks for more CPUs than the largest node has, or it could never be scheduled.
+    Unset, actors follow the GPUs (one per GPU, or as many as `gpus_per_actor` shares allow); on CPU,
+    one actor per node with all of its threads beats several single-threaded ones: torch parallelises
+    the convolutions, and another model copy would only add memory. Threads share the cluster's CPUs
+    between the actors and never exceed what a node has, or the actor could never be placed.
     """
-    node = min(node_cpus or cpus, cpus)
-    if gpus and device in ("auto", "cuda"):
-        threads = max(1, min(node, cpus // gpus))
-        return PoolConfig(actors=gpus, threads=threads, gpus_per_actor=1.0, batch_size=batch_size, device="cuda")
-    return PoolConfig(actors=max(1, cpus // max(node, 1)), threads=max(1, node), batch_size=batch_size,
-                      device="cpu" if device == "auto" else device)
+    node_cpus = max(1, min(node_cpus, cpus))
+    on_gpu = bool(gpus) and device in ("auto", "cuda")
+    share = (config.gpus_per_actor or 1.0) if on_gpu else 0.0
+    actors = config.actors or (max(1, int(gpus / share + 1e-9)) if on_gpu else max(1, cpus // node_cpus))
+    threads = config.threads or max(1, min(node_cpus, cpus // actors))
+    return PoolConfig(actors=actors, threads=threads, gpus_per_actor=share, batch_size=config.batch_size,
+                      device="cuda" if on_gpu else ("cpu" if device == "auto" else device),
+                      placement_timeout=config.placement_timeout)
+
+
+def _capacity(bundle: dict[str, float]) -> int:
+    """How many actors of `bundle` the cluster's alive nodes could hold when idle."""
+    total = 0
+    for node in ray.nodes():
+        if node.get("Alive"):
+            have = node["Resources"]
+            total += min(int(have.get(name, 0) / need + 1e-9) for name, need in bundle.items())
+    return total
+
+
+def _wait_until_placed(group: PlacementGroup, pool: PoolConfig) -> None:
+    """Wait while the cluster could hold the pool (it is busy with other scenes); fail once it has been
+    too small for `placement_timeout` seconds (an autoscaler may add nodes meanwhile)."""
+    too_small_since = None
+    while not group.wait(timeout_seconds=min(5.0, max(pool.placement_timeout, 0.5))):
+        if _capacity(pool.bundle) >= pool.actors:
+            too_small_since = None
+            continue
+        too_small_since = too_small_since or time.monotonic()
+        if time.monotonic() - too_small_since >= pool.placement_timeout:
+            need = ", ".join(f"{amount:g} {name}" for name, amount in pool.bundle.items())
+            have = ray.cluster_resources()
+            raise InvalidRequestError(
+                f"the Ray cluster cannot hold {pool.actors} predictor actors of {need} each (it has "
+                f"{have.get('CPU', 0):g} CPU, {have.get('GPU', 0):g} GPU over {len(ray.nodes())} nodes): "
+                "lower actors, threads or gpus_per_actor, or add nodes")
 
 
 def run_pool(
@@ -85,19 +128,23 @@ def run_pool(
     storage_options: dict | None = None,
     on_batch: Callable[[list[int]], None] | None = None,
 ) -> PoolRun:
-    """Run every id in `tile_ids` through a pool of predictor actors."""
+    """Run every id in `tile_ids` through a pool of predictor actors, placed together or not at all."""
     if not tile_ids:
         return PoolRun(tiles=0, startup_seconds=0.0)
     start = time.perf_counter()
-    actors = [
-        PredictorActor.options(num_cpus=pool.threads, num_gpus=pool.gpus_per_actor).remote(
-            store_url, spec, bands, pool.device, pool.threads, pool.batch_size, storage_options
-        )
-        for _ in range(pool.actors)
-    ]
+    group = placement_group([pool.bundle] * pool.actors, strategy="PACK")
+    actors = []
     batches = [tile_ids[i : i + pool.batch_size] for i in range(0, len(tile_ids), pool.batch_size)]
     done = 0
     try:
+        _wait_until_placed(group, pool)
+        actors = [
+            PredictorActor.options(
+                num_cpus=pool.threads, num_gpus=pool.gpus_per_actor,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i),
+            ).remote(store_url, spec, bands, pool.device, pool.threads, pool.batch_size, storage_options)
+            for i in range(pool.actors)
+        ]
         ray.get([actor.ready.remote() for actor in actors])
         startup = time.perf_counter() - start
         for finished in ActorPool(actors * IN_FLIGHT).map_unordered(lambda actor, ids: actor.predict.remote(ids), batches):
@@ -107,4 +154,5 @@ def run_pool(
     finally:
         for actor in actors:
             ray.kill(actor)
+        remove_placement_group(group)
     return PoolRun(tiles=done, startup_seconds=startup)

@@ -124,6 +124,22 @@ def test_config_file_and_given_settings_size_the_predictor_pool(make_raster, tmp
     source = make_raster(60, 50, bands=2, dtype="uint16", seed=4)
     summary = super_resolve_scene(str(source), str(tmp_path / "out.tif"), model="bicubic", scale=2, tile=16,
                                   threads=1)
-    assert summary["pool"] == {"actors": 2, "threads": 1, "gpus_per_actor": 0.0, "batch_size": 3, "device": "cpu"}
+    assert summary["pool"] == {"actors": 2, "threads": 1, "gpus_per_actor": 0.0, "batch_size": 3, "device": "cpu",
+                               "placement_timeout": 600.0}
     assert summary["tiles_inferred"] == summary["tiles"] == 16
     assert "Inference: 2 actors × 1 threads on cpu, batches of 3 tiles." in Artifact.get("sr-geo-scene-report").data
+
+
+def test_runs_of_one_scene_to_two_outputs_at_once_both_finish(make_raster, tmp_path):
+    """Same scene, same work dir, two outputs, at the same time (two schedules): each run has its own
+    store, so the first to finish cannot delete the other's; both outputs equal."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    source = make_raster(96, 80, bands=2, dtype="uint16", seed=5)
+    outputs = [tmp_path / "out" / "a.tif", tmp_path / "out" / "b.tif"]
+    with ThreadPoolExecutor(2) as pool:
+        summaries = list(pool.map(lambda out: super_resolve_scene(str(source), str(out), model="bicubic", scale=2,
+                                                                  tile=32, keep_store=True), outputs))
+    assert summaries[0]["store"] != summaries[1]["store"]
+    with rasterio.open(outputs[0]) as a, rasterio.open(outputs[1]) as b:
+        assert np.array_equal(a.read(), b.read())

@@ -1,4 +1,4 @@
-"""Predictor actors on a real local Ray: pool sizing, and surviving a killed actor process."""
+"""Predictor actors on a real local Ray: pool sizing, gang placement, and surviving a killed actor process."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,23 +14,85 @@ import pytest
 import rasterio
 import torch
 
+from sr_geo.config import Config
+from sr_geo.errors import InvalidRequestError
 from sr_geo.inference import Normalisation, predict_whole
 from sr_geo.models.registry import ModelSpec, build_model
 from sr_geo.plan import plan_tiles
 from sr_geo.scene import inspect_scene
 from sr_geo.store import RunKey, TileStore
 from sr_geo.tiler import tile_scene
-from workers.predictor import PoolConfig, default_pool, run_pool
+from workers.predictor import PoolConfig, run_pool, size_pool
 
 
-def test_default_pool_uses_all_cpus_in_one_actor_or_one_actor_per_gpu():
-    assert default_pool(cpus=16, gpus=0, batch_size=8) == PoolConfig(actors=1, threads=16, batch_size=8, device="cpu")
-    # two 1-CPU nodes: an actor asking for both CPUs could never be placed
-    assert default_pool(cpus=2, gpus=0, batch_size=8, node_cpus=1) == PoolConfig(actors=2, threads=1, batch_size=8,
-                                                                                   device="cpu")
-    gpu = default_pool(cpus=16, gpus=2, batch_size=8)
-    assert (gpu.actors, gpu.threads, gpu.gpus_per_actor, gpu.device) == (2, 8, 1.0, "cuda")
-    assert default_pool(cpus=4, gpus=2, batch_size=8, device="cpu").actors == 1
+@pytest.mark.parametrize(("config", "device", "cluster", "expected"), [
+    # (cpus, CPUs of the largest node, gpus) → (actors, threads, gpus_per_actor, device)
+    (Config(), "auto", (2, 2, 0), (1, 2, 0.0, "cpu")),
+    (Config(), "auto", (16, 16, 0), (1, 16, 0.0, "cpu")),  # one actor with all threads beats many small ones
+    (Config(), "auto", (32, 16, 0), (2, 16, 0.0, "cpu")),  # one actor per node's worth of threads
+    (Config(), "auto", (2, 1, 0), (2, 1, 0.0, "cpu")),  # two 1-CPU nodes: a 2-thread actor could never be placed
+    (Config(actors=2), "auto", (2, 2, 0), (2, 1, 0.0, "cpu")),  # the CPUs shared between the actors
+    (Config(actors=2, threads=2), "auto", (8, 8, 0), (2, 2, 0.0, "cpu")),
+    (Config(gpus_per_actor=0.5), "auto", (2, 2, 0), (1, 2, 0.0, "cpu")),  # no GPU: no share asked of Ray
+    (Config(), "auto", (16, 8, 2), (2, 8, 1.0, "cuda")),
+    (Config(), "auto", (16, 16, 2), (2, 8, 1.0, "cuda")),
+    (Config(gpus_per_actor=0.5), "auto", (16, 8, 2), (4, 4, 0.5, "cuda")),  # two actors on each GPU
+    (Config(gpus_per_actor=0.3), "auto", (16, 16, 1), (3, 5, 0.3, "cuda")),
+    (Config(actors=1, threads=3, batch_size=8), "cuda", (16, 16, 2), (1, 3, 1.0, "cuda")),
+    (Config(gpus_per_actor=0.5), "cpu", (16, 8, 2), (2, 8, 0.0, "cpu")),  # --device cpu keeps off the GPUs
+    (Config(), "cpu", (4, 4, 2), (1, 4, 0.0, "cpu")),
+])
+def test_settings_fix_the_pool_and_the_cluster_sizes_the_rest(config, device, cluster, expected):
+    pool = size_pool(config, device, *cluster)
+    assert (pool.actors, pool.threads, pool.gpus_per_actor, pool.device) == expected
+    assert (pool.batch_size, pool.placement_timeout) == (config.batch_size, config.placement_timeout)
+
+
+def _tiled_store(make_raster, tmp_path: Path, name: str, spec: ModelSpec, size: int = 48, tile: int = 16):
+    source = make_raster(size, size, bands=2, dtype="float32", seed=7)
+    model = build_model(spec, 2)
+    scene = inspect_scene(str(source))
+    plan = plan_tiles(size, size, tile=tile, halo=model.receptive_radius, scale=spec.scale)
+    key = RunKey(str(source), scene.size_bytes, scene.mtime, spec.name, "test", spec.scale, tile, plan.halo)
+    url = str(tmp_path / f"{name}.zarr")
+    store = TileStore.create(url, scene=scene, plan=plan, key=key, model_attrs={"name": spec.name})
+    tile_scene(url, str(source), workers=1)
+    return url, store, plan
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_concurrent_pools_each_take_the_whole_cluster_in_turn(make_raster, tmp_path):
+    """Two scenes at once, each wanting 2 one-CPU actors on a 2-CPU cluster: actors started one by one
+    could leave each scene holding one actor and waiting forever for its second; placed as a gang, one
+    pool runs, then the other."""
+    spec = ModelSpec("bicubic", 2, None)
+    stores = [_tiled_store(make_raster, tmp_path, f"scene{i}", spec) for i in range(2)]
+    pool = PoolConfig(actors=2, threads=1, batch_size=1, device="cpu", placement_timeout=5)
+    runs: list = []
+    threads = [threading.Thread(target=lambda u=url, p=plan: runs.append(run_pool(u, list(range(p.n_tiles)), spec,
+                                                                                   2, pool)))
+               for url, _, plan in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=180)
+    assert not any(thread.is_alive() for thread in threads), "the pools deadlocked"
+    assert sorted(run.tiles for run in runs) == [plan.n_tiles for _, _, plan in stores]
+    assert all(store.pending("done") == [] for _, store, _ in stores)
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_a_pool_the_cluster_cannot_hold_fails_with_one_clear_line(make_raster, tmp_path):
+    spec = ModelSpec("bicubic", 2, None)
+    url, store, plan = _tiled_store(make_raster, tmp_path, "scene", spec)
+    pool = PoolConfig(actors=3, threads=1, batch_size=1, device="cpu", placement_timeout=1)
+    start = time.monotonic()
+    with pytest.raises(InvalidRequestError, match=r"cannot hold 3 predictor actors of 1 CPU each \(it has 2 CPU"):
+        run_pool(url, list(range(plan.n_tiles)), spec, 2, pool)
+    assert time.monotonic() - start < 30
+    assert len(store.pending("done")) == plan.n_tiles
+    # the reservation was released: a pool that fits runs at once
+    assert run_pool(url, list(range(plan.n_tiles)), spec, 2, replace(pool, actors=2)).tiles == plan.n_tiles
 
 
 def _parent(pid: int) -> int:

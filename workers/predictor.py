@@ -111,10 +111,10 @@ def _wait_until_placed(group: PlacementGroup, pool: PoolConfig) -> None:
         too_small_since = too_small_since or time.monotonic()
         if time.monotonic() - too_small_since >= pool.placement_timeout:
             need = ", ".join(f"{amount:g} {name}" for name, amount in pool.bundle.items())
-            have = ray.cluster_resources()
+            have, nodes = ray.cluster_resources(), sum(bool(node.get("Alive")) for node in ray.nodes())
             raise InvalidRequestError(
                 f"the Ray cluster cannot hold {pool.actors} predictor actors of {need} each (it has "
-                f"{have.get('CPU', 0):g} CPU, {have.get('GPU', 0):g} GPU over {len(ray.nodes())} nodes): "
+                f"{have.get('CPU', 0):g} CPU, {have.get('GPU', 0):g} GPU over {nodes} nodes): "
                 "lower actors, threads or gpus_per_actor, or add nodes")
 
 

@@ -57,7 +57,7 @@ def _tiled_store(make_raster, tmp_path: Path, name: str, spec: ModelSpec, size: 
     url = str(tmp_path / f"{name}.zarr")
     store = TileStore.create(url, scene=scene, plan=plan, key=key, model_attrs={"name": spec.name})
     tile_scene(url, str(source), workers=1)
-    return url, store, plan
+    return source, url, store, plan
 
 
 @pytest.mark.usefixtures("ray_cluster")
@@ -71,20 +71,20 @@ def test_concurrent_pools_each_take_the_whole_cluster_in_turn(make_raster, tmp_p
     runs: list = []
     threads = [threading.Thread(target=lambda u=url, p=plan: runs.append(run_pool(u, list(range(p.n_tiles)), spec,
                                                                                    2, pool)))
-               for url, _, plan in stores]
+               for _, url, _, plan in stores]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=180)
     assert not any(thread.is_alive() for thread in threads), "the pools deadlocked"
-    assert sorted(run.tiles for run in runs) == [plan.n_tiles for _, _, plan in stores]
-    assert all(store.pending("done") == [] for _, store, _ in stores)
+    assert sorted(run.tiles for run in runs) == [plan.n_tiles for *_, plan in stores]
+    assert all(store.pending("done") == [] for _, _, store, _ in stores)
 
 
 @pytest.mark.usefixtures("ray_cluster")
 def test_a_pool_the_cluster_cannot_hold_fails_with_one_clear_line(make_raster, tmp_path):
     spec = ModelSpec("bicubic", 2, None)
-    url, store, plan = _tiled_store(make_raster, tmp_path, "scene", spec)
+    _, url, store, plan = _tiled_store(make_raster, tmp_path, "scene", spec)
     pool = PoolConfig(actors=3, threads=1, batch_size=1, device="cpu", placement_timeout=1)
     start = time.monotonic()
     with pytest.raises(InvalidRequestError, match=r"cannot hold 3 predictor actors of 1 CPU each \(it has 2 CPU"):
@@ -134,15 +134,9 @@ def _kill_one_actor_when(store: TileStore, done_at_least: int, killed: list[int]
 @pytest.mark.usefixtures("ray_cluster")
 def test_pool_survives_a_killed_actor_process(make_raster, random_cnn_weights, tmp_path):
     """SIGKILL the actor mid-inference: Ray restarts it, retries the batch, and the output is exact."""
-    source = make_raster(96, 96, bands=2, dtype="float32", seed=7)
     spec = ModelSpec("cnn", 2, str(random_cnn_weights(scale=2)))
+    source, url, store, plan = _tiled_store(make_raster, tmp_path, "store", spec, size=96)
     model = build_model(spec, 2)
-    scene = inspect_scene(str(source))
-    plan = plan_tiles(96, 96, tile=16, halo=model.receptive_radius, scale=2)
-    key = RunKey(str(source), scene.size_bytes, scene.mtime, "cnn", "test", 2, 16, plan.halo)
-    url = str(tmp_path / "store.zarr")
-    store = TileStore.create(url, scene=scene, plan=plan, key=key, model_attrs={"name": "cnn"})
-    tile_scene(url, str(source), workers=2)
 
     killed: list[int] = []
     killer = threading.Thread(target=_kill_one_actor_when, args=(store, 6, killed))

@@ -15,15 +15,20 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from sr_geo.errors import InvalidRequestError
 from workers.cluster import ray_session
 
 
 def _prepare(prefect_api_url: str | None, preload: str, result: dict) -> None:
-    """In a helper thread: start Prefect's temporary server unless an API is configured, then import `preload`."""
+    """In a helper thread: check the configured Prefect API, or start Prefect's temporary server when
+    none is, then import `preload`."""
     try:
         from prefect.settings import PREFECT_API_URL
 
-        if not (prefect_api_url or PREFECT_API_URL.value()):
+        configured = prefect_api_url or PREFECT_API_URL.value()
+        if configured:
+            _check_prefect_api(configured)
+        else:
             from prefect.server.api.server import SubprocessASGIServer
 
             result["server"] = server = SubprocessASGIServer()
@@ -33,12 +38,29 @@ def _prepare(prefect_api_url: str | None, preload: str, result: dict) -> None:
         result["error"] = exc
 
 
+def _check_prefect_api(url: str) -> None:
+    """Fail in one line, before any work, when the configured Prefect API does not answer (Prefect's
+    client would otherwise raise from inside the flow's first call)."""
+    from prefect.client.orchestration import get_client
+
+    with using_prefect_api(url):
+        try:
+            with get_client(sync_client=True) as client:
+                client.raise_for_api_version_mismatch()
+        except Exception as exc:  # connection refused, timeout, version mismatch, bad credentials
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InvalidRequestError(
+                f"cannot use the Prefect API at {url} ({reason}): start it (`prefect server start`), fix "
+                "--prefect-api-url or PREFECT_API_URL, or unset both to run on a temporary local server") from exc
+
+
 @contextmanager
 def run_services(ray_address: str | None, prefect_api_url: str | None, preload: str) -> Iterator[None]:
     """Ray connected and Prefect's API reachable for the flows run inside, started together while the
     module `preload` (the flow's) is imported.
 
-    A configured Ray address or Prefect API is used as is; what is started here is stopped on exit.
+    A configured Ray address or Prefect API is used as is, once it answers; what is started here is
+    stopped on exit.
     """
     prepared: dict = {}
     helper = threading.Thread(target=_prepare, args=(prefect_api_url, preload, prepared), daemon=True)

@@ -4,10 +4,25 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import ray
+
+from sr_geo.errors import InvalidRequestError
+
+
+class _DefaultAuthNotice(logging.Filter):
+    """Drops the line Ray logs on every local start to say it turned token authentication on, as it
+    does by default (the cluster stays token-protected): sr-geo's output and one-line errors stay clean."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
+_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+_DEFAULT_AUTH_NOTICE = _DefaultAuthNotice()
 
 
 @contextmanager
@@ -22,8 +37,13 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        _check_reachable(address)
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        except ConnectionError as exc:
+            raise InvalidRequestError(f"cannot connect to the Ray cluster at {address}: {_why(exc)}") from exc
     else:
+        logging.getLogger(_AUTH_LOGGER).addFilter(_DEFAULT_AUTH_NOTICE)
         # "local" never attaches to a stale cluster address left on the machine.
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
                  logging_level=logging.WARNING, log_to_driver=False)
@@ -31,6 +51,30 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         yield
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """Ray retries an address where nothing listens for minutes; a refused TCP connection fails at once."""
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if "/" in target or not (host and port.isdigit()):
+        return  # "auto", URLs and other forms Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as exc:
+        raise InvalidRequestError(
+            f"cannot connect to the Ray cluster at {address}: nothing answers there ({exc.strerror or exc}); "
+            "check --ray-address or RAY_ADDRESS") from exc
+
+
+def _why(exc: BaseException | None) -> str:
+    """What to check, from the exception chain of a failed `ray.init` (the cause sits a few levels down)."""
+    while exc is not None:
+        if isinstance(exc, ray.exceptions.AuthenticationError):
+            return ("it refused our authentication; use the cluster's RAY_AUTH_MODE and token "
+                    "(RAY_AUTH_TOKEN or ~/.ray/auth_token)")
+        exc = exc.__cause__ or exc.__context__
+    return "it did not answer as a Ray cluster; check --ray-address or RAY_ADDRESS"
 
 
 def cluster_resources() -> tuple[int, int, int]:

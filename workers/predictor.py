@@ -22,6 +22,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from sr_geo.config import Config
 from sr_geo.errors import InvalidRequestError
 from sr_geo.inference import REFERENCE_BANDS, TilePredictor, choose_device
+from sr_geo.memory import map_large_blocks
 from sr_geo.models.registry import ModelSpec, build_model
 
 
@@ -59,6 +60,7 @@ IN_FLIGHT = 2
 class PredictorActor:
     def __init__(self, store_url: str, spec: ModelSpec, bands: int, device: str, threads: int, batch_size: int,
                  storage_options: dict | None) -> None:
+        map_large_blocks()  # batch buffers of the same sizes, all life long: see sr_geo.memory
         torch.set_num_threads(threads)
         self.predictor = TilePredictor(store_url, build_model(spec, bands), choose_device(device), storage_options,
                                        band_images=batch_size * REFERENCE_BANDS)

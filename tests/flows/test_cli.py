@@ -6,6 +6,7 @@ import glob
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -50,7 +51,15 @@ def _bad_inputs(tmp: Path, make_raster) -> dict[str, tuple[list[str], str]]:
         "unknown model": ([str(good), "--model", "srgan9000"], "srgan9000"),
         "unsupported scale": ([str(good), "--scale", "3"], "3"),
         "output is input": ([str(good), "-o", str(good)], "input"),
+        "no ray there": ([str(good), "--ray-address", f"127.0.0.1:{_free_port()}"], "Ray cluster"),
+        "no prefect there": ([str(good), "--prefect-api-url", f"http://127.0.0.1:{_free_port()}/api"], "Prefect API"),
     }
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def test_bad_input_gives_one_line_error_and_no_output(make_raster, tmp_path, cli_env):

@@ -52,12 +52,19 @@ def test_run_services_starts_ray_and_a_temporary_prefect_server_then_stops_both(
 
 @pytest.mark.slow
 def test_a_configured_prefect_api_is_used_as_is(cli_env) -> None:
-    probe = ("from flows.startup import run_services\n"
+    """A running server given by URL is talked to; no temporary one is started beside it."""
+    probe = ("import socket\n"
+             "from flows.startup import run_services\n"
              "from prefect.settings import PREFECT_API_URL\n"
              "from prefect.server.api.server import SubprocessASGIServer\n"
-             "with run_services(None, 'http://127.0.0.1:9/api', preload='json'):\n"
-             "    print(SubprocessASGIServer().running, PREFECT_API_URL.value())")
+             "with socket.socket() as free:\n"
+             "    free.bind(('127.0.0.1', 0))\n"
+             "    port = free.getsockname()[1]\n"
+             "with SubprocessASGIServer(port=port) as running:  # a server of its own, not the temporary one\n"
+             "    url = running.api_url\n"
+             "    with run_services(None, url, preload='json'):\n"
+             "        print(SubprocessASGIServer().running, PREFECT_API_URL.value() == url)")
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=cli_env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "False http://127.0.0.1:9/api"
+    assert done.stdout.strip().splitlines()[-1] == "False True"

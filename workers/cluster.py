@@ -68,9 +68,10 @@ def _check_reachable(address: str) -> None:
 
 
 def _why(exc: BaseException | None) -> str:
-    """What to check, from the exception chain of a failed `ray.init` (the cause sits a few levels down)."""
+    """What to check, from the exception chain of a failed `ray.init`: Ray keeps the cause of its last
+    attempt only as traceback text inside a RuntimeError a few levels down."""
     while exc is not None:
-        if isinstance(exc, ray.exceptions.AuthenticationError):
+        if isinstance(exc, ray.exceptions.AuthenticationError) or "AuthenticationError" in str(exc):
             return ("it refused our authentication; use the cluster's RAY_AUTH_MODE and token "
                     "(RAY_AUTH_TOKEN or ~/.ray/auth_token)")
         exc = exc.__cause__ or exc.__context__

@@ -6,7 +6,6 @@ import glob
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import pytest
 import rasterio
 from affine import Affine
 
-from conftest import write_raster
+from conftest import free_port, write_raster
 
 SR_GEO = [sys.executable, "-m", "flows.cli"]
 
@@ -51,15 +50,9 @@ def _bad_inputs(tmp: Path, make_raster) -> dict[str, tuple[list[str], str]]:
         "unknown model": ([str(good), "--model", "srgan9000"], "srgan9000"),
         "unsupported scale": ([str(good), "--scale", "3"], "3"),
         "output is input": ([str(good), "-o", str(good)], "input"),
-        "no ray there": ([str(good), "--ray-address", f"127.0.0.1:{_free_port()}"], "Ray cluster"),
-        "no prefect there": ([str(good), "--prefect-api-url", f"http://127.0.0.1:{_free_port()}/api"], "Prefect API"),
+        "no ray there": ([str(good), "--ray-address", f"127.0.0.1:{free_port()}"], "Ray cluster"),
+        "no prefect there": ([str(good), "--prefect-api-url", f"http://127.0.0.1:{free_port()}/api"], "Prefect API"),
     }
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_bad_input_gives_one_line_error_and_no_output(make_raster, tmp_path, cli_env):

@@ -28,10 +28,11 @@ class RayNodes:
 
     Each node is its own process group, so one node can be crashed alone (SIGKILL to the group) and
     teardown ends exactly these processes. `ray stop` is never used: it stops every Ray process of
-    the user, other people's included. Token auth is off for server and clients alike (loopback only).
+    the user, other people's included. Token auth is off for server and clients alike (loopback only),
+    unless an `auth_token` is given: then the nodes require it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, auth_token: str | None = None) -> None:
         self.tmp = tempfile.mkdtemp(prefix="srg-", dir="/tmp")  # short: Ray's unix sockets live here
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RAY_"))}
         self.env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
@@ -39,6 +40,9 @@ class RayNodes:
                         # a crashed node is declared dead in ~2 s instead of ~30 s
                         RAY_health_check_period_ms="500", RAY_health_check_timeout_ms="1000",
                         RAY_health_check_failure_threshold="3")
+        if auth_token:
+            self.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=auth_token)
+        self.headers = {"Authorization": f"Bearer {auth_token}"} if auth_token else {}
         self.port, self.dashboard_port = free_port(), free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
@@ -68,7 +72,8 @@ class RayNodes:
         return node
 
     def alive_nodes(self) -> list[dict]:
-        with urllib.request.urlopen(f"{self.dashboard}/api/v0/nodes?limit=100", timeout=5) as response:
+        request = urllib.request.Request(f"{self.dashboard}/api/v0/nodes?limit=100", headers=self.headers)
+        with urllib.request.urlopen(request, timeout=5) as response:
             nodes = json.load(response)["data"]["result"]["result"]
         return [n for n in nodes if n["state"] == "ALIVE"]
 

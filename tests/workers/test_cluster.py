@@ -1,0 +1,41 @@
+"""`workers.cluster.ray_session` against a cluster that is not what the configuration says."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from test_job import REPO, RayNodes
+
+PROBE = """
+import sys
+from sr_geo.errors import SrGeoError
+from workers.cluster import ray_session
+try:
+    with ray_session(sys.argv[1]):
+        print("connected")
+except SrGeoError as exc:
+    print(exc)
+"""
+
+
+@pytest.mark.slow
+def test_a_cluster_that_refuses_our_token_is_named_with_what_to_check() -> None:
+    cluster = RayNodes(auth_token=uuid.uuid4().hex)
+    try:
+        cluster.start_head(num_cpus=1)
+        # Ray retries a refused connection 20 times, a second apart; two are enough here.
+        env = {**cluster.env, "RAY_AUTH_TOKEN": uuid.uuid4().hex, "RAY_NUM_REDIS_GET_RETRIES": "2"}
+        wrong = subprocess.run([sys.executable, "-c", PROBE, cluster.address], cwd=REPO, env=env,
+                               capture_output=True, text=True, timeout=120)
+        right = subprocess.run([sys.executable, "-c", PROBE, cluster.address], cwd=REPO, env=cluster.env,
+                               capture_output=True, text=True, timeout=120)
+    finally:
+        cluster.stop()
+    assert wrong.stdout.strip().splitlines()[-1] == (
+        f"cannot connect to the Ray cluster at {cluster.address}: it refused our authentication; use the cluster's "
+        "RAY_AUTH_MODE and token (RAY_AUTH_TOKEN or ~/.ray/auth_token)"), wrong.stderr
+    assert right.stdout.strip().splitlines()[-1] == "connected", right.stderr

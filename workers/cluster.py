@@ -72,8 +72,8 @@ def _why(exc: BaseException | None) -> str:
     attempt only as traceback text inside a RuntimeError a few levels down."""
     while exc is not None:
         if isinstance(exc, ray.exceptions.AuthenticationError) or "AuthenticationError" in str(exc):
-            return ("it refused our authentication; use the cluster's RAY_AUTH_MODE and token "
-                    "(RAY_AUTH_TOKEN or ~/.ray/auth_token)")
+            return ("it refused our authentication; a token-protected cluster (`ray start`'s default) needs "
+                    "RAY_AUTH_MODE=token here and its token (RAY_AUTH_TOKEN or ~/.ray/auth_token)")
         exc = exc.__cause__ or exc.__context__
     return "it did not answer as a Ray cluster; check --ray-address or RAY_ADDRESS"
 

@@ -36,6 +36,7 @@ def test_a_cluster_that_refuses_our_token_is_named_with_what_to_check() -> None:
     finally:
         cluster.stop()
     assert wrong.stdout.strip().splitlines()[-1] == (
-        f"cannot connect to the Ray cluster at {cluster.address}: it refused our authentication; use the cluster's "
-        "RAY_AUTH_MODE and token (RAY_AUTH_TOKEN or ~/.ray/auth_token)"), wrong.stderr
+        f"cannot connect to the Ray cluster at {cluster.address}: it refused our authentication; a token-protected "
+        "cluster (`ray start`'s default) needs RAY_AUTH_MODE=token here and its token (RAY_AUTH_TOKEN or "
+        "~/.ray/auth_token)"), wrong.stderr
     assert right.stdout.strip().splitlines()[-1] == "connected", right.stderr

@@ -154,9 +154,8 @@ class TilePredictor:
 
     Safe to call from several threads: reading and decompressing one batch and compressing and
     writing another overlap the forward pass, and every model call runs on one thread of its own.
-    On CPU that keeps torch to one OpenMP thread team: with each calling thread bringing its own
-    team, the idle team's spinning workers took the cores from the busy one (actors ran 6–20 %
-    slower than the bare model; on one thread 1–6 %).
+    On CPU that keeps torch to one OpenMP thread team per actor (each calling thread would bring its
+    own: an actor with two batches in flight ran four compute threads on two cores, now two).
     A model call sees at most `band_images` band images (tiles × bands × frames), one tile at least.
     """
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import ctypes
 
+_LIBC = ctypes.CDLL(None)  # the C library this process already runs on
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
 
 
 def release_freed_memory() -> None:
     """Return the free pages of every malloc arena to the OS (glibc's malloc_trim; elsewhere nothing)."""
-    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    trim = getattr(_LIBC, "malloc_trim", None)
     if trim is not None:
         trim(0)
 
@@ -30,6 +31,6 @@ def release_freed_memory() -> None:
 def map_large_blocks(threshold: int = 4 << 20) -> None:
     """From now on, serve every allocation of `threshold` bytes or more with its own mapping, returned to
     the OS when freed (glibc's mallopt; elsewhere nothing). Also stops glibc raising the threshold."""
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    mallopt = getattr(_LIBC, "mallopt", None)
     if mallopt is not None:
         mallopt(_M_MMAP_THRESHOLD, threshold)

@@ -45,7 +45,7 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 @click.option("--adversarial-weight", default=_DEFAULTS["adversarial_weight"], show_default=True, type=float,
               help="GAN: weight of the relativistic adversarial term.")
 @click.option("--frequency-weight", default=_DEFAULTS["frequency_weight"], show_default=True, type=float,
-              help="GAN: weight of the amplitude-spectrum term.")
+              help="GAN: weight of the radial power-spectrum term.")
 @click.option("--attribution", default="", help="Data attribution to record in the weights' model card.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for torch [default: torch's choice].")

@@ -56,7 +56,7 @@ class TrainConfig:
     gan_lr: float = 1e-4
     adversarial_weight: float = 5e-3
     feature_matching_weight: float = 0.1
-    frequency_weight: float = 0.1
+    frequency_weight: float = 1.0
     attribution: str = ""
     init_weights: str = ""
 

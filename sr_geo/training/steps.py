@@ -51,7 +51,7 @@ class Trainer:
             "l1": losses.l1(sr, hr),
             "adversarial": losses.relativistic_generator_loss(real_logits, fake_logits),
             "feature_matching": losses.feature_matching(fake_features, real_features),
-            "frequency": losses.amplitude_spectrum(sr, hr),
+            "frequency": losses.radial_spectrum(sr, hr),
         }
         total = (
             terms["l1"]

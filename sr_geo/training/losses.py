@@ -51,7 +51,7 @@ def radial_spectrum(sr: torch.Tensor, hr: torch.Tensor, eps: float = 1e-5) -> to
     the strong low ones. Rings as in `sr_geo.metrics.high_frequency_energy`. `eps` (in standardised
     units squared) keeps flat patches from demanding texture they do not have.
     """
-    rings = _ring_means(sr.shape[-2], sr.shape[-1]).to(sr.device)
+    rings = _ring_means(sr.shape[-2], sr.shape[-1], sr.device)
     return (torch.log(_power_profile(sr, rings) + eps) - torch.log(_power_profile(hr, rings) + eps)).abs().mean()
 
 
@@ -62,7 +62,7 @@ def _power_profile(x: torch.Tensor, rings: torch.Tensor) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=8)
-def _ring_means(height: int, width: int) -> torch.Tensor:
+def _ring_means(height: int, width: int, device: torch.device) -> torch.Tensor:
     """(H·(W//2+1), rings) matrix averaging a one-sided spectrum over rings one frequency bin wide.
 
     Columns the one-sided spectrum holds once for two of the full spectrum count twice; rings stop
@@ -76,4 +76,4 @@ def _ring_means(height: int, width: int) -> torch.Tensor:
     multiplicity[1 : (width + 1) // 2] = 2
     weights = multiplicity.expand(height, -1).flatten()
     member = (ring[:, None] == torch.arange(1, count + 1)[None, :]).double() * weights[:, None]
-    return (member / member.sum(dim=0).clamp(min=1)).float()
+    return (member / member.sum(dim=0).clamp(min=1)).float().to(device)

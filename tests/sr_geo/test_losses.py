@@ -36,7 +36,7 @@ def test_rings_are_those_of_the_high_frequency_metric() -> None:
     asks for the quantity the evaluation reports."""
     for shape in ((1, 1, 48, 40), (1, 1, 33, 64)):
         img = texture(2, shape)
-        profile = _power_profile(img, _ring_means(*shape[-2:]))[0].double().numpy()
+        profile = _power_profile(img, _ring_means(*shape[-2:], img.device))[0].double().numpy()
         frequency = np.arange(1, len(profile) + 1) / min(shape[-2:])
         share = profile[frequency > 0.25].sum() / profile.sum()
         assert math.isclose(share, high_frequency_energy(img[0].numpy()), rel_tol=1e-5)

@@ -175,22 +175,34 @@ def phase_correlation_shift(moving: np.ndarray, ref: np.ndarray) -> tuple[float,
     return float(peak_y + offsets[iy]), float(peak_x + offsets[ix])
 
 
+def frequency_rings(height: int, width: int, one_sided: bool = False) -> np.ndarray:
+    """Ring number of every bin of an (H, W) spectrum (H, W // 2 + 1 when `one_sided`, as rfft2 gives):
+    rings one frequency bin (1 / min(H, W) cycles per pixel) wide, 0 the DC bin, 1 .. min(H, W) // 2
+    inside the Nyquist circle, larger beyond it (the corners hold diagonal frequencies only).
+
+    The one definition of rings for `high_frequency_energy` and the GAN's spectrum loss, so training
+    asks for the quantity the evaluation reports.
+    """
+    columns = np.fft.rfftfreq(width) if one_sided else np.fft.fftfreq(width)
+    radius = np.hypot(*np.meshgrid(np.fft.fftfreq(height), columns, indexing="ij"))
+    return np.rint(radius * min(height, width)).astype(np.int64)
+
+
 def high_frequency_energy(img: np.ndarray, fraction: float = 0.5) -> float:
     """Share of the radially averaged power spectrum above `fraction` of Nyquist, mean over bands.
 
     PSNR and SSIM favour smooth outputs; comparing this number for an SR output and its HR reference
     tells whether the model produced fine detail (too low: blurry; too high: hallucinated texture or
-    noise). The spectrum is averaged over rings one frequency bin wide, so every spatial frequency
-    radius weighs alike, and is limited to the circle inside Nyquist so that the corners of the 2-D
-    spectrum (diagonal frequencies only) do not bias it. The mean (DC) is excluded; a flat band scores 0.
+    noise). The spectrum is averaged over rings one frequency bin wide (`frequency_rings`), so every
+    spatial frequency radius weighs alike, and is limited to the circle inside Nyquist so that the
+    corners of the 2-D spectrum do not bias it. The mean (DC) is excluded; a flat band scores 0.
     """
     img = np.asarray(img, dtype=np.float64)
     if img.ndim != 3:
         raise ValueError(f"expected an array shaped (bands, H, W), got shape {img.shape}")
     height, width = img.shape[1:]
-    radius = np.hypot(*np.meshgrid(np.fft.fftfreq(height), np.fft.fftfreq(width), indexing="ij"))
+    ring = frequency_rings(height, width)
     bin_width = 1.0 / min(height, width)
-    ring = np.rint(radius / bin_width).astype(np.int64)
     n_rings = min(height, width) // 2 + 1
     inside = ring < n_rings
     counts = np.bincount(ring[inside], minlength=n_rings)

@@ -14,6 +14,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from sr_geo.metrics import frequency_rings
+
 
 def l1(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
     return (sr - hr).abs().mean()
@@ -48,7 +50,7 @@ def radial_spectrum(sr: torch.Tensor, hr: torch.Tensor, eps: float = 1e-5) -> to
     exactly where the HR had it, which the LR cannot tell (Durall et al. 2020 match the same profile).
     In log power every ring of frequencies weighs alike: the faint rings beyond the LR's Nyquist, where
     L1's optimum is a blur and a linear amplitude loss barely registers the shortfall, count as much as
-    the strong low ones. Rings as in `sr_geo.metrics.high_frequency_energy`. `eps` (in standardised
+    the strong low ones. Rings are `sr_geo.metrics.frequency_rings`, as in the HF-energy metric. `eps` (in standardised
     units squared) keeps flat patches from demanding texture they do not have.
     """
     rings = _ring_means(sr.shape[-2], sr.shape[-1], sr.device)
@@ -66,11 +68,9 @@ def _ring_means(height: int, width: int, device: torch.device) -> torch.Tensor:
     """(H·(W//2+1), rings) matrix averaging a one-sided spectrum over rings one frequency bin wide.
 
     Columns the one-sided spectrum holds once for two of the full spectrum count twice; rings stop
-    at Nyquist (the corners are diagonal frequencies only) and the DC ring is left out.
+    at Nyquist and the DC ring is left out.
     """
-    radius = torch.hypot(*torch.meshgrid(torch.fft.fftfreq(height, dtype=torch.float64),
-                                         torch.fft.rfftfreq(width, dtype=torch.float64), indexing="ij"))
-    ring = torch.round(radius * min(height, width)).long().flatten()
+    ring = torch.from_numpy(frequency_rings(height, width, one_sided=True)).flatten()
     count = min(height, width) // 2  # rings 1..count
     multiplicity = torch.ones(width // 2 + 1, dtype=torch.float64)
     multiplicity[1 : (width + 1) // 2] = 2

@@ -41,7 +41,8 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 @click.option("--val-patches", default=_DEFAULTS["val_patches"], show_default=True, type=click.IntRange(0))
 @click.option("--eval-every", default=_DEFAULTS["eval_every"], show_default=True, type=click.IntRange(1))
 @click.option("--init-weights", type=click.Path(exists=True, dir_okay=False), callback=lambda _c, _p, v: v or "",
-              help="Start the generator from this weights file (same architecture and scale): fine-tuning.")
+              help="Start the generator from this weights file (same architecture and scale): fine-tuning. "
+                   "For rnn, a cnn file of the same scale starts its single-image base.")
 @click.option("--adversarial-weight", default=_DEFAULTS["adversarial_weight"], show_default=True, type=float,
               help="GAN: weight of the relativistic adversarial term.")
 @click.option("--frequency-weight", default=_DEFAULTS["frequency_weight"], show_default=True, type=float,

@@ -4,17 +4,21 @@ Every frame is encoded by the same small residual CNN, seeing itself, the masked
 frames (the reference that lets the encoder express each frame relative to the others, as HighRes-net
 pairs frames with a median reference) and its own validity. A convolutional GRU then fuses the frames in
 date order and, with its own state weights, in reverse order, so no frame is privileged by its position;
-the two final states are merged, refined by residual blocks and upsampled by pixel shuffle. A global
-bicubic skip of the median composite makes the untrained network exactly the classical multi-frame
-baseline (`MedianBicubic`), as the CNN's skip makes it bicubic.
+the two final states are merged, refined by residual blocks and upsampled by pixel shuffle into the
+detail that fusion adds to a single-image prediction: a CNN (`sr_geo.models.cnn.CNN`) run on the
+masked mean composite, which averages the frames' noise away. Training starts that CNN from the
+shipped single-image weights, so fusion spends its capacity on what only several frames tell (the
+sub-pixel samples of the jittered acquisitions), not on relearning single-image super-resolution; an
+untrained network is exactly bicubic of the mean composite, as the CNN's skip makes it bicubic.
 
 Masking: the GRU's update gate is multiplied by each frame's validity, so an invalid pixel (cloud,
 nodata, a frame that does not cover it) leaves the state untouched; a fully masked frame is a no-op.
 Training only ever showed clouds masked, so at inference a cloud nobody masked would be fused as ground:
 before anything else, frames' pixels whose brightness is an outlier among the pixel's frames are masked
 as a cloud mask would have (`screen_outliers`; `outlier_threshold` None turns it off).
-The state-to-state kernels are 1 × 1: the recurrence is pointwise in space, so the receptive radius is
-that of encoder + input gates + decoder, the same for 1 frame or 100, and one halo serves every stack.
+The state-to-state kernels are 1 × 1 and the composites are per pixel, so the receptive radius is the
+larger of the base CNN's and that of encoder + input gates + decoder, the same for 1 frame or 100: one
+halo serves every stack.
 
 Bands are folded into the batch and exchange information through their mean (`sr_geo.models.bands`),
 as in the CNN, so one set of weights serves any band count.
@@ -27,10 +31,9 @@ from torch import nn
 
 from sr_geo.models.bands import unfold_bands
 from sr_geo.models.base import SRModel
-from sr_geo.models.bicubic import bicubic_upsample
-from sr_geo.models.cnn import ResidualBlock, conv3x3, pixel_shuffle_upsampler
+from sr_geo.models.cnn import CNN, ResidualBlock, conv3x3, pixel_shuffle_upsampler
 from sr_geo.models.receptive import theoretical_radius
-from sr_geo.models.temporal import OUTLIER_THRESHOLD, SingleImageView, masked_median, screen_outliers
+from sr_geo.models.temporal import OUTLIER_THRESHOLD, SingleImageView, masked_mean, masked_median, screen_outliers
 
 
 class MaskedGRUCell(nn.Module):
@@ -58,10 +61,12 @@ class RNN(SRModel):
     temporal = True
 
     def __init__(self, scale: int, feats: int = 32, blocks: int = 4, encoder_blocks: int = 2,
-                 res_scale: float = 0.1, outlier_threshold: float | None = OUTLIER_THRESHOLD) -> None:
+                 res_scale: float = 0.1, outlier_threshold: float | None = OUTLIER_THRESHOLD,
+                 base_feats: int = 32, base_blocks: int = 8) -> None:
         super().__init__(scale)
         self.feats, self.blocks, self.encoder_blocks, self.res_scale = feats, blocks, encoder_blocks, res_scale
         self.outlier_threshold = outlier_threshold
+        self.base = CNN(scale, base_feats, base_blocks, res_scale)  # the single-image prediction fusion refines
         self.head = conv3x3(3, feats)  # frame, median reference, validity
         self.encoder = nn.ModuleList([ResidualBlock(feats, res_scale) for _ in range(encoder_blocks)])
         self.project = conv3x3(feats, 3 * feats)
@@ -78,7 +83,8 @@ class RNN(SRModel):
     def config(self) -> dict:
         return {**super().config(), "feats": self.feats, "blocks": self.blocks,
                 "encoder_blocks": self.encoder_blocks, "res_scale": self.res_scale,
-                "outlier_threshold": self.outlier_threshold}
+                "outlier_threshold": self.outlier_threshold,
+                "base_feats": self.base.feats, "base_blocks": self.base.blocks}
 
     @property
     def theoretical_radius(self) -> int:
@@ -117,4 +123,4 @@ class RNN(SRModel):
             trunk = block(trunk, bands)
         fused = fused + self.body_tail(trunk)
         detail = unfold_bands(self.tail(self.upsample(fused)), bands)
-        return bicubic_upsample(reference, self.scale) + detail
+        return self.base(masked_mean(x, valid)) + detail

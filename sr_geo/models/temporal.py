@@ -1,6 +1,6 @@
-"""What temporal models share: the masked median composite, its bicubic baseline, the screening of
-unmasked clouds against it, and the single-image view through which `sr_geo.models.receptive` measures
-their receptive radius.
+"""What temporal models share: the masked median and mean composites, the median's bicubic baseline,
+the screening of unmasked clouds against the median, and the single-image view through which
+`sr_geo.models.receptive` measures their receptive radius.
 
 A temporal model maps frames x (N, T, C, H, W) and their validity (N, T, H, W) to (N, C, H·s, W·s).
 Invalid pixels hold 0, as the pipeline's normalisation leaves them, and must not influence the output
@@ -23,6 +23,16 @@ def masked_median(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """
     values = torch.where(valid.unsqueeze(2), x, torch.full_like(x, float("nan")))
     return torch.nan_to_num(torch.nanmedian(values, dim=1).values, nan=0.0)
+
+
+def masked_mean(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Per-pixel mean over the valid frames, (N, T, C, H, W) → (N, C, H, W); 0 where no frame is valid.
+
+    Averages the frames' independent noise (and gain and offset) away better than the median, so it is the
+    composite to upsample once outliers are screened out (`screen_outliers`).
+    """
+    weights = valid.unsqueeze(2).to(x.dtype)
+    return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
 # A frame's pixel is screened out as an unmasked cloud or shadow when its brightness (mean over bands)

@@ -27,8 +27,8 @@ class TrainConfig:
     steps train the generator on L1 alone and the rest adversarially. `blocks` None means the
     architecture's default depth. `init_weights` starts the generator from a weights file of the
     same architecture and scale (fine-tuning shipped weights on one's own archive, or a longer
-    schedule continuing a finished run); the run records the file's SHA-256 beside the config, so a
-    resume refuses a changed file.
+    schedule continuing a finished run), or the rnn's single-image base from a CNN file; the run
+    records the file's SHA-256 beside the config, so a resume refuses a changed file.
     """
 
     model: str

@@ -140,15 +140,17 @@ def train(
 
 
 def _initialise(generator: SRModel, path: str) -> None:
-    """Copy a weights file's tensors into `generator`, refusing another architecture, scale or size."""
+    """Copy a weights file's tensors into `generator` (or into its single-image `base`, as the rnn's CNN),
+    refusing another architecture, scale or size."""
     source = load_weights(path, ARCHITECTURES)
-    if type(source) is not type(generator) or source.scale != generator.scale:
+    target = getattr(generator, "base", None) if type(source) is not type(generator) else generator
+    if type(source) is not type(target) or source.scale != generator.scale:
         raise InvalidRequestError(
             f"{path}: holds {type(source).__name__} ×{source.scale}, not the {type(generator).__name__} "
             f"×{generator.scale} being trained"
         )
     try:
-        generator.load_state_dict(source.state_dict())
+        target.load_state_dict(source.state_dict())
     except RuntimeError:
         raise InvalidRequestError(f"{path}: its layer sizes differ from the model being trained (--feats/--blocks)") from None
 

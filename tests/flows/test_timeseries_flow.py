@@ -49,6 +49,7 @@ def test_tiled_pipeline_equals_whole_stack_inference(tmp_path):
     model = RNN(2)
     with torch.no_grad():
         model.tail.weight.normal_(0.0, 0.05)
+        model.base.tail.weight.normal_(0.0, 0.05)
     weights = tmp_path / "rnn_random.safetensors"
     save_weights(model, weights)
     paths = frames(tmp_path)

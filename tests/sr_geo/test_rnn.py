@@ -11,19 +11,21 @@ import torch
 
 from conftest import smooth_texture
 from sr_geo.degrade import SensorModel
+from sr_geo.models.bicubic import bicubic_upsample
 from sr_geo.models.registry import ARCHITECTURES, ModelSpec, build_model
 from sr_geo.models.rnn import RNN
-from sr_geo.models.temporal import OUTLIER_THRESHOLD, MedianBicubic, SingleImageView, masked_median, screen_outliers
+from sr_geo.models.temporal import OUTLIER_THRESHOLD, SingleImageView, masked_mean, masked_median, screen_outliers
 from sr_geo.models.weights import save_weights
 from sr_geo.training.temporal import StackSynthesis
 
 
 def small_rnn(scale: int = 2, seed: int = 0) -> RNN:
-    """An untrained small RNN with its zero-initialised tail randomised, so every layer matters."""
+    """An untrained small RNN with its zero-initialised tails randomised, so every layer matters."""
     torch.manual_seed(seed)
-    model = RNN(scale, feats=8, blocks=2, encoder_blocks=1)
+    model = RNN(scale, feats=8, blocks=2, encoder_blocks=1, base_feats=8, base_blocks=1)
     with torch.no_grad():
         model.tail.weight.normal_(0.0, 0.1)
+        model.base.tail.weight.normal_(0.0, 0.1)
     return model.eval()
 
 
@@ -63,17 +65,27 @@ def test_invalid_pixels_and_fully_masked_frames_change_nothing():
         torch.testing.assert_close(with_gap, y)
 
 
-def test_untrained_model_is_bicubic_of_the_median_composite():
+def test_untrained_model_is_bicubic_of_the_mean_composite():
     x, valid = stack(2, 5, 3)
     with torch.no_grad():
-        torch.testing.assert_close(RNN(4, outlier_threshold=None)(x, valid), MedianBicubic(4)(x, valid))
+        torch.testing.assert_close(RNN(4, outlier_threshold=None)(x, valid), bicubic_upsample(masked_mean(x, valid), 4))
         screened = screen_outliers(x, valid)
         assert 0 < (valid & ~screened).sum() < 0.2 * valid.sum()  # random frames: a few outliers
-        torch.testing.assert_close(RNN(4)(x, valid), MedianBicubic(4)(x, screened))
-    x, valid = torch.tensor([[[1.0], [5.0], [2.0], [9.0]]]).reshape(1, 4, 1, 1, 1), torch.tensor([True, True, False, True])
+        torch.testing.assert_close(RNN(4)(x, valid), bicubic_upsample(masked_mean(x, screened), 4))
+    x, valid = torch.tensor([1.0, 5.0, 2.0, 12.0]).reshape(1, 4, 1, 1, 1), torch.tensor([True, True, False, True])
     valid = valid.reshape(1, 4, 1, 1)
-    assert masked_median(x, valid).item() == 5.0  # of 1, 5, 9; the invalid 2 is left out
-    assert masked_median(x, torch.zeros_like(valid)).item() == 0.0  # no valid frame
+    assert masked_median(x, valid).item() == 5.0 and masked_mean(x, valid).item() == 6.0  # the invalid 2 left out
+    assert masked_median(x, torch.zeros_like(valid)).item() == masked_mean(x, torch.zeros_like(valid)).item() == 0.0
+
+
+def test_the_base_is_the_single_image_cnn_on_the_mean_composite():
+    """With its fusion detail zeroed, the rnn is exactly its CNN on the mean of the screened frames: one frame
+    in, the CNN's own output out."""
+    model = small_rnn(4)
+    with torch.no_grad():
+        model.tail.weight.zero_()
+        x, valid = stack(1, 1, 2)
+        torch.testing.assert_close(model(x, valid), model.base(x[:, 0]))
 
 
 def gradient_support(model: RNN, frames: int, size: int = 41) -> int:

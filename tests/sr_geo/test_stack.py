@@ -253,9 +253,9 @@ def test_incompatible_frames_are_refused_in_one_line(tmp_path, case, message):
 def random_rnn(scale: int = 2) -> RNN:
     """A small untrained rnn with a randomised tail; cached, as its theoretical radius is costly to compute."""
     torch.manual_seed(0)
-    model = RNN(scale, feats=8, blocks=2, encoder_blocks=1)
+    model = RNN(scale, feats=8, blocks=2, encoder_blocks=1, base_feats=8, base_blocks=2)
     with torch.no_grad():
-        for param in (model.tail.weight, model.tail.bias):
+        for param in (model.tail.weight, model.tail.bias, model.base.tail.weight):
             param.normal_(0.0, 0.05)
     return model.eval()
 

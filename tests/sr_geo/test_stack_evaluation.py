@@ -98,11 +98,12 @@ def test_stack_evaluation_through_the_real_flows(hr, tmp_path):
     from sr_geo.models.rnn import RNN
     from sr_geo.models.weights import save_weights
 
-    save_weights(RNN(4, feats=8, blocks=1, encoder_blocks=1), tmp_path / "rnn.safetensors")  # untrained: bicubic of the median
+    untrained = RNN(4, feats=8, blocks=1, encoder_blocks=1, base_feats=8, base_blocks=1)  # bicubic of the mean composite
+    save_weights(untrained, tmp_path / "rnn.safetensors")
     result = evaluate_stacks([hr], ["lanczos", "rnn"], 4, str(tmp_path / "eval"), frames=(3,),
                              weights={"rnn": str(tmp_path / "rnn.safetensors")}, tile=16)
     scores = {row["model"]: row for row in result["rows"]}
     assert list(scores) == ["rnn", "lanczos (clearest frame)", MEDIAN_BICUBIC]
-    assert abs(scores["rnn"]["cpsnr"] - scores[MEDIAN_BICUBIC]["cpsnr"]) < 0.05  # same method, re-quantised
+    assert abs(scores["rnn"]["cpsnr"] - scores[MEDIAN_BICUBIC]["cpsnr"]) < 0.3  # mean vs median composite, 3 frames
     assert 0.3 < scores["rnn"]["coverage"] < 1 and all(np.isfinite(r["cpsnr"]) for r in result["rows"])
     assert "| hr | 3 |" in (tmp_path / "eval" / "eval_stack_x4.md").read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,12 @@ import torch
 
 from conftest import smooth_texture, write_raster
 from sr_geo.degrade import DegradationRanges, SensorModel
+from sr_geo.errors import InvalidRequestError
 from sr_geo.metrics import phase_correlation_shift
+from sr_geo.models.cnn import CNN
+from sr_geo.models.gan import RRDBNet
 from sr_geo.models.registry import ARCHITECTURES
-from sr_geo.models.weights import load_weights, read_metadata
+from sr_geo.models.weights import load_weights, read_metadata, save_weights
 from sr_geo.training.config import TrainConfig
 from sr_geo.training.data import degradation_margin
 from sr_geo.training.loop import train
@@ -91,3 +95,23 @@ def test_train_rnn_writes_weights_with_radius_and_temporal_card(rasters, tmp_pat
     assert 0 <= model.effective_radius <= model.theoretical_radius == int(meta["theoretical_radius"])
     assert '"jitter": 0.5' in meta["temporal_synthesis"]
     assert result.validation["patches"] > 0 and np.isfinite(result.validation["psnr"])
+
+
+def test_a_cnn_file_starts_the_rnn_base_and_another_model_is_refused(rasters, tmp_path):
+    """Fusion refines a single-image prediction, so an rnn run starts its base from trained CNN weights."""
+    cnn = CNN(2)
+    with torch.no_grad():
+        cnn.tail.weight.normal_(0.0, 0.1)
+    save_weights(cnn, tmp_path / "cnn.safetensors")
+    config = TrainConfig(model="rnn", scale=2, sources=(str(rasters),), steps=1, batch_size=1, patch=32, lr=0.0,
+                         feats=8, blocks=1, val_patches=0, split_cell=2, val_fraction=0.1,
+                         init_weights=str(tmp_path / "cnn.safetensors"))
+    model = load_weights(train(config, tmp_path / "run", progress_bar=False).weights, ARCHITECTURES)
+    for name, tensor in cnn.state_dict().items():
+        torch.testing.assert_close(model.base.state_dict()[name], tensor, rtol=0, atol=0)
+    save_weights(CNN(2, feats=8), tmp_path / "narrow.safetensors")
+    with pytest.raises(InvalidRequestError, match="layer sizes differ"):
+        train(replace(config, init_weights=str(tmp_path / "narrow.safetensors")), tmp_path / "narrow", progress_bar=False)
+    save_weights(RRDBNet(2, feats=8, blocks=1), tmp_path / "gan.safetensors")
+    with pytest.raises(InvalidRequestError, match="holds RRDBNet ×2, not the RNN ×2"):
+        train(replace(config, init_weights=str(tmp_path / "gan.safetensors")), tmp_path / "gan", progress_bar=False)

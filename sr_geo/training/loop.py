@@ -140,11 +140,11 @@ def train(
 
 
 def _initialise(generator: SRModel, path: str) -> None:
-    """Copy a weights file's tensors into `generator` (or into its single-image `base`, as the rnn's CNN),
-    refusing another architecture, scale or size."""
+    """Copy a weights file's tensors into `generator`, or into the part of it that is the file's
+    architecture (the rnn's single-image CNN), refusing another architecture, scale or size."""
     source = load_weights(path, ARCHITECTURES)
-    target = getattr(generator, "base", None) if type(source) is not type(generator) else generator
-    if type(source) is not type(target) or source.scale != generator.scale:
+    target = next((part for part in generator.modules() if type(part) is type(source)), None)
+    if target is None or source.scale != target.scale:
         raise InvalidRequestError(
             f"{path}: holds {type(source).__name__} ×{source.scale}, not the {type(generator).__name__} "
             f"×{generator.scale} being trained"

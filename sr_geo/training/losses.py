@@ -50,8 +50,8 @@ def radial_spectrum(sr: torch.Tensor, hr: torch.Tensor, eps: float = 1e-5) -> to
     exactly where the HR had it, which the LR cannot tell (Durall et al. 2020 match the same profile).
     In log power every ring of frequencies weighs alike: the faint rings beyond the LR's Nyquist, where
     L1's optimum is a blur and a linear amplitude loss barely registers the shortfall, count as much as
-    the strong low ones. Rings are `sr_geo.metrics.frequency_rings`, as in the HF-energy metric. `eps` (in standardised
-    units squared) keeps flat patches from demanding texture they do not have.
+    the strong low ones. Rings are `sr_geo.metrics.frequency_rings`, as in the HF-energy metric. `eps`
+    (in standardised units squared) keeps flat patches from demanding texture they do not have.
     """
     rings = _ring_means(sr.shape[-2], sr.shape[-1], sr.device)
     return (torch.log(_power_profile(sr, rings) + eps) - torch.log(_power_profile(hr, rings) + eps)).abs().mean()

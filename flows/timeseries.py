@@ -72,7 +72,7 @@ def super_resolve_timeseries(
                               run.workdir, destination, stack_attrs)
         run.timed("tile", tile_frames, store_url, os.cpu_count() or 1)
         stack = Stack.from_attrs(stack_attrs)
-        frames = [{"path": f.path, "acquired": f.acquired, "date_source": f.date_source, "read": f.read.kind}
-                  for f in stack.frames]
+        frames = [{"path": f.path, "acquired": f.acquired, "date_source": f.date_source, "read": f.read.kind,
+                   "shift": f.shift} for f in stack.frames]
         return run.finish(store_url, stack.frames[stack.reference].path, device, quicklook, keep_store,
                           frames=frames, reference=stack.reference, order=stack.order)

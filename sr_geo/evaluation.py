@@ -485,7 +485,7 @@ def make_stack(hr_path: str, out_dir: str, name: str, config: StackEvalConfig) -
         filled = np.pad(np.where(valid, hr, mean[:, None, None]), ((0, 0), (margin, margin), (margin, margin)),
                         mode="reflect")
         generator = torch.Generator().manual_seed(config.seed)
-        lr, clear = STACK_SYNTHESIS.frames(torch.from_numpy(filled), count, config.sensor, margin, generator,
+        lr, clear, _ = STACK_SYNTHESIS.frames(torch.from_numpy(filled), count, config.sensor, margin, generator,
                                            torch.from_numpy(mean), torch.from_numpy(np.where(std > 0, std, 1.0)))
         h, w = valid.shape
         blocks = valid.reshape(h // s, s, w // s, s).all(axis=(1, 3))

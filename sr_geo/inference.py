@@ -23,6 +23,7 @@ from sr_geo.consistency import BackProjection
 from sr_geo.degrade import SensorModel
 from sr_geo.errors import InvalidRequestError
 from sr_geo.models.base import SRModel
+from sr_geo.stack import Stack
 from sr_geo.store import TileStore
 from sr_geo.uncertainty import dihedral_spread
 
@@ -108,21 +109,23 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
-def forward(model: SRModel, x: np.ndarray, device: torch.device, valid: np.ndarray | None = None) -> np.ndarray:
+def forward(model: SRModel, x: np.ndarray, device: torch.device, valid: np.ndarray | None = None,
+            shifts: np.ndarray | None = None) -> np.ndarray:
     """The plain network on a normalised float32 batch (N, C, h, w), without gradients; a temporal model
-    takes (N, T, C, h, w) and the frames' validity (N, T, h, w)."""
+    takes (N, T, C, h, w), the frames' validity (N, T, h, w) and their shifts (N, T, 2)."""
     with torch.inference_mode(), _autocast(device):
         inputs = [torch.from_numpy(np.ascontiguousarray(a)).to(device, non_blocking=True)
-                  for a in (x, valid) if a is not None]
+                  for a in (x, valid, shifts) if a is not None]
         y = model(*inputs)
     return y.float().cpu().numpy()
 
 
 def run_model(
-    model: SRModel, x: np.ndarray, valid: np.ndarray, device: torch.device, options: InferenceOptions
+    model: SRModel, x: np.ndarray, valid: np.ndarray, device: torch.device, options: InferenceOptions,
+    shifts: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Output (and spread, with uncertainty) for a normalised float32 batch (N, C, h, w), valid (N, h, w);
-    for a temporal model (N, T, C, h, w) and (N, T, h, w).
+    for a temporal model (N, T, C, h, w), (N, T, h, w) and the frames' shifts (T, 2), the same for every tile.
 
     The network runs under autocast; back-projection always in float32.
     """
@@ -132,7 +135,8 @@ def run_model(
         vt = torch.from_numpy(np.ascontiguousarray(valid)).to(device)
         with _autocast(device):
             if model.temporal:
-                y, spread = model(xt, vt), None
+                st = None if shifts is None else torch.from_numpy(shifts).to(device).expand(len(xt), -1, -1)
+                y, spread = model(xt, vt, st), None
             else:
                 y, spread = dihedral_spread(model, xt) if options.uncertainty else (model(xt), None)
         y = y.float()
@@ -168,6 +172,8 @@ class TilePredictor:
         self.norm = Normalisation(*self.store.band_statistics())
         self.options = InferenceOptions(**self.store.attrs.get("inference", {}))
         self.frame = clearest_frame(self.store.group["stats"][:, :, 0, 0].sum(axis=0))
+        stack = self.store.attrs.get("stack")
+        self.shifts = Stack.from_attrs(stack).shifts() if stack else None
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")
 
     def predict(self, tile_ids: list[int]) -> list[int]:
@@ -180,7 +186,7 @@ class TilePredictor:
         for start in range(0, len(tile_ids), per_call):
             part = slice(start, start + per_call)
             y, spread = self._model_thread.submit(run_model, self.model, x[part], valid[part], self.device,
-                                                  self.options).result()
+                                                  self.options, self.shifts).result()
             for i, tile_id in enumerate(tile_ids[part]):
                 self._write(tile_id, y[i], None if spread is None else spread[i])
         return list(tile_ids)
@@ -205,9 +211,11 @@ def predict_whole(
     norm: Normalisation,
     device: torch.device,
     options: InferenceOptions = InferenceOptions(),
+    shifts: np.ndarray | None = None,
 ) -> np.ndarray:
-    """One forward pass over a whole (B, H, W) image, or (T, B, H, W) stack with (T, H, W) validity,
-    reflect-padded by `halo`: the seam-free reference. Frames are chosen as `TilePredictor` chooses them."""
+    """One forward pass over a whole (B, H, W) image, or (T, B, H, W) stack with (T, H, W) validity and
+    (T, 2) shifts, reflect-padded by `halo`: the seam-free reference. Frames are chosen as `TilePredictor`
+    chooses them."""
     if pixels.ndim == 4 and not model.temporal:
         frame = clearest_frame(valid.sum(axis=(1, 2)))
         pixels, valid = pixels[frame], valid[frame]
@@ -216,6 +224,6 @@ def predict_whole(
     space = ((halo, halo), (halo, halo))
     x = np.pad(norm.apply(pixels, valid), ((0, 0),) * (pixels.ndim - 2) + space, mode="reflect")
     valid = np.pad(valid, ((0, 0),) * (valid.ndim - 2) + space, mode="reflect")
-    y = norm.invert(run_model(model, x[None], valid[None], device, options)[0][0])
+    y = norm.invert(run_model(model, x[None], valid[None], device, options, shifts)[0][0])
     s = model.scale
     return y[:, halo * s : y.shape[1] - halo * s, halo * s : y.shape[2] - halo * s]

@@ -11,6 +11,12 @@ away: revisits of one Sentinel-2 or Landsat tile) is *read*, with a window offse
 any other frame is *warped* onto the reference grid by GDAL (rasterio's WarpedVRT) at tiling time: cubic,
 or average when the frame is finer than the reference. Pixels a frame does not cover are invalid.
 
+Registration. Frames read on the reference lattice are never resampled, yet their geolocation differs by
+a fraction of a pixel, which is what fusion lives on. Each frame's sub-pixel shift against the reference
+frame is measured once, over the central `SHIFT_WINDOW`² pixels of the reference grid
+(`sr_geo.registration`), and recorded with the frame (`Frame.shift`, None when too few pixels are valid in
+both) for temporal models to place its samples; the run report lists them.
+
 Time order. Frames are ordered by acquisition date, taken from the first of: the STAC item's
 `datetime`; a raster tag (ACQUISITIONDATETIME, ACQUISITIONDATE, ACQUISITION_DATE, DATE_ACQUIRED,
 SENSING_TIME, then TIFFTAG_DATETIME); a date in the file name (20190904, 2019-09-04, 2019_09_04, or a
@@ -33,7 +39,7 @@ import json
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import PurePosixPath
 
 import fsspec
@@ -44,13 +50,16 @@ from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, transform_bounds
+from rasterio.windows import Window
 
 from sr_geo.catalog import SourceRef, is_glob, discover
 from sr_geo.errors import InvalidRasterError, InvalidRequestError
 from sr_geo.grid import Grid
 from sr_geo.models.registry import ModelSpec
+from sr_geo.plan import intersect
 from sr_geo.preflight import validate_request
-from sr_geo.scene import SceneInfo, check_has_valid_pixels, inspect_scene
+from sr_geo.registration import estimate_shift
+from sr_geo.scene import SceneInfo, check_has_valid_pixels, inspect_scene, valid_mask
 from sr_geo.store import RunKey, TileStore
 
 # Sentinel-2 L2A scene classification (SCL): 0 no data, 1 saturated or defective, 3 cloud shadow,
@@ -66,6 +75,9 @@ LATTICE_TOLERANCE_PX = 1e-4
 # `valid_fractions` samples the reference grid at most this many pixels a side: exact up to that size,
 # a close estimate beyond, and a bounded read per frame either way.
 VALID_SAMPLE_SIDE = 1024
+# Shifts are measured on this many reference-grid pixels a side around the centre: enough for a few
+# hundredths of a pixel on real scenes, one bounded read per frame.
+SHIFT_WINDOW = 512
 
 _DATE = re.compile(r"(?<!\d)(\d{4})[-_:/]?(\d{2})[-_:/]?(\d{2})(?:[T _]?(\d{2}):?(\d{2})(?::?(\d{2}))?)?(?!\d)")
 
@@ -112,6 +124,9 @@ class GridRead:
         return self.kind == "warp"
 
 
+ON_GRID = GridRead("read")
+
+
 @dataclass(frozen=True)
 class Frame:
     """One acquisition: where it is, when it was taken, how it is read, and its mask raster, if any."""
@@ -124,12 +139,14 @@ class Frame:
     read: GridRead
     mask_path: str | None = None
     mask_read: GridRead | None = None
+    shift: tuple[float, float] | None = None  # (dy, dx) reference pixels: pixel (r, c) shows reference (r + dy, c + dx)
 
     @classmethod
     def from_attrs(cls, attrs: dict) -> Frame:
-        mask_read = attrs["mask_read"]
+        mask_read, shift = attrs["mask_read"], attrs.get("shift")
         return cls(**{**attrs, "read": GridRead(**attrs["read"]),
-                      "mask_read": GridRead(**mask_read) if mask_read else None})
+                      "mask_read": GridRead(**mask_read) if mask_read else None,
+                      "shift": tuple(shift) if shift is not None else None})
 
 
 @dataclass(frozen=True)
@@ -161,6 +178,10 @@ class Stack:
             order=attrs["order"],
             mask_invalid=tuple(attrs["mask_invalid"]),
         )
+
+    def shifts(self) -> np.ndarray:
+        """(T, 2) float32 frame shifts for a temporal model; an unmeasured shift is 0 (taken as aligned)."""
+        return np.array([f.shift or (0.0, 0.0) for f in self.frames], dtype=np.float32)
 
     def run_key(self, model: str, weights_sha256: str, scale: int, tile: int, halo: int, inference: str) -> StackRunKey:
         reference = self.frames[self.reference]
@@ -221,6 +242,7 @@ def inspect_stack(
             "while other frames have one; give every frame a date or none"
         )
     order = sorted(range(len(frames)), key=lambda i: frames[i].acquired or "") if dated else list(range(len(frames)))
+    frames = measure_shifts(frames, ref_index, ref_scene.grid, mask.invalid if mask else ())
     return Stack(
         frames=tuple(frames[i] for i in order),
         reference=order.index(ref_index),
@@ -228,6 +250,59 @@ def inspect_stack(
         order="acquisition date" if dated else "as given (no frame has a date)",
         mask_invalid=mask.invalid if mask else (),
     )
+
+
+def measure_shifts(frames: list[Frame], reference: int, grid: Grid, mask_invalid: Sequence[int]) -> list[Frame]:
+    """`frames` with their shift against `frames[reference]` measured on the central `SHIFT_WINDOW`² pixels
+    of `grid`, each frame read with its validity as the tiler reads it."""
+    height, width = min(grid.height, SHIFT_WINDOW), min(grid.width, SHIFT_WINDOW)
+    window = Window((grid.width - width) // 2, (grid.height - height) // 2, width, height)
+    views = [_frame_window(frame, grid, window, mask_invalid) for frame in frames]
+    ref_data, ref_valid = views[reference]
+    return [replace(frame, shift=(0.0, 0.0) if i == reference else estimate_shift(ref_data, data, ref_valid, valid))
+            for i, (frame, (data, valid)) in enumerate(zip(frames, views, strict=True))]
+
+
+def _frame_window(frame: Frame, grid: Grid, window: Window, mask_invalid: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    data, valid = _read_window(frame.path, frame.read, grid, window)
+    if frame.mask_path is not None and frame.mask_read is not None:
+        valid &= ~np.isin(_read_window(frame.mask_path, frame.mask_read, grid, window)[0][0], mask_invalid)
+    return data, valid
+
+
+def _read_window(path: str, read: GridRead, grid: Grid, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    opened = open_on_grid(path, read, grid)
+    try:
+        return read_on_grid(opened[-1], window, read)
+    finally:
+        for ds in reversed(opened):
+            ds.close()
+
+
+def open_on_grid(path: str, read: GridRead, grid: Grid | None) -> list[rasterio.DatasetReader | WarpedVRT]:
+    """The raster and, for a frame to be warped, a WarpedVRT of it on `grid` whose last band is an alpha band
+    (its own, warped, when it has one): what the frame covers on the reference grid. Read through the last;
+    close them all, last first."""
+    opened = [rasterio.open(path)]
+    if read.warped:
+        opened.append(WarpedVRT(opened[0], crs=grid.crs, transform=grid.transform, width=grid.width,
+                                height=grid.height, resampling=Resampling[read.resampling],
+                                add_alpha=ColorInterp.alpha not in opened[0].colorinterp))
+    return opened
+
+
+def read_on_grid(
+    ds: rasterio.DatasetReader | WarpedVRT, window: Window, read: GridRead
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels and validity of reference-grid `window`; what the raster does not cover is 0 and invalid."""
+    if read.warped:  # every band of the frame (an alpha band is data, as for a single scene), then the VRT's alpha
+        return ds.read(list(range(1, ds.src_dataset.count + 1)), window=window), ds.read(ds.count, window=window) > 0
+    height, width = int(window.height), int(window.width)
+    row, col = int(window.row_off) + read.row, int(window.col_off) + read.col
+    if row >= ds.height or col >= ds.width or row + height <= 0 or col + width <= 0:
+        return np.zeros((ds.count, height, width), dtype=ds.dtypes[0]), np.zeros((height, width), dtype=bool)
+    inside, pads = intersect(Window(col, row, width, height), ds.height, ds.width)
+    return np.pad(ds.read(window=inside), ((0, 0), *pads)), np.pad(valid_mask(ds, inside), pads)
 
 
 def names_a_stack(sources: Sequence[str]) -> bool:

@@ -20,34 +20,25 @@ import dask
 from dask.callbacks import Callback
 import numpy as np
 import rasterio
-from rasterio.enums import ColorInterp, Resampling
 from rasterio.vrt import WarpedVRT
-from rasterio.windows import Window
 
 from sr_geo.grid import Grid
 from sr_geo.memory import release_freed_memory
 from sr_geo.plan import TilePlan, intersect
-from sr_geo.scene import valid_mask
-from sr_geo.stack import GridRead, Stack
+from sr_geo.stack import ON_GRID, GridRead, Stack, open_on_grid, read_on_grid
 from sr_geo.storage import gdal_cache_reserve
 from sr_geo.store import TileStore
-
-ON_GRID = GridRead("read")
-
 
 class _Readers:
     """One open dataset per thread for one tiling call, all closed when the call ends.
 
     GDAL handles must not be shared across threads, and dask keeps its thread pools alive between
     calls: scoping the handles to the call means a rewritten file is never read through an old
-    handle, and a long archive run never accumulates open files.
-
-    A frame to be warped is opened as a WarpedVRT on `warp_to` whose last band is an alpha band (its
-    own, warped, when it has one): what the frame covers on the reference grid.
+    handle, and a long archive run never accumulates open files. Each is opened as `open_on_grid` opens it.
     """
 
-    def __init__(self, path: str, warp_to: Grid | None = None, resampling: str = "nearest") -> None:
-        self.path, self.warp_to, self.resampling = path, warp_to, resampling
+    def __init__(self, path: str, read: GridRead = ON_GRID, grid: Grid | None = None) -> None:
+        self.path, self.read, self.grid = path, read, grid
         self._local = threading.local()
         self._opened: list[rasterio.DatasetReader | WarpedVRT] = []
         self._lock = threading.Lock()
@@ -55,12 +46,7 @@ class _Readers:
     def get(self) -> rasterio.DatasetReader | WarpedVRT:
         ds = getattr(self._local, "ds", None)
         if ds is None:
-            opened = [rasterio.open(self.path)]
-            if self.warp_to is not None:
-                g = self.warp_to
-                opened.append(WarpedVRT(opened[0], crs=g.crs, transform=g.transform, width=g.width, height=g.height,
-                                        resampling=Resampling[self.resampling],
-                                        add_alpha=ColorInterp.alpha not in opened[0].colorinterp))
+            opened = open_on_grid(self.path, self.read, self.grid)
             ds = self._local.ds = opened[-1]
             with self._lock:
                 self._opened += reversed(opened)
@@ -82,20 +68,6 @@ def read_region(
     inside, pads = intersect(tile.region, plan.height, plan.width)
     data, valid = read_on_grid(ds, inside, read)
     return np.pad(data, ((0, 0), *pads), mode="reflect"), np.pad(valid, pads, mode="reflect")
-
-
-def read_on_grid(
-    ds: rasterio.DatasetReader | WarpedVRT, window: Window, read: GridRead
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pixels and validity of reference-grid `window`; what the raster does not cover is 0 and invalid."""
-    if read.warped:  # every band of the frame (an alpha band is data, as for a single scene), then the VRT's alpha
-        return ds.read(list(range(1, ds.src_dataset.count + 1)), window=window), ds.read(ds.count, window=window) > 0
-    height, width = int(window.height), int(window.width)
-    row, col = int(window.row_off) + read.row, int(window.col_off) + read.col
-    if row >= ds.height or col >= ds.width or row + height <= 0 or col + width <= 0:
-        return np.zeros((ds.count, height, width), dtype=ds.dtypes[0]), np.zeros((height, width), dtype=bool)
-    inside, pads = intersect(Window(col, row, width, height), ds.height, ds.width)
-    return np.pad(ds.read(window=inside), ((0, 0), *pads)), np.pad(valid_mask(ds, inside), pads)
 
 
 def core_statistics(data: np.ndarray, valid: np.ndarray, plan: TilePlan, tile_id: int) -> np.ndarray:
@@ -170,8 +142,7 @@ def tile_stack(
     pending = store.pending("tiled") if tile_ids is None else tile_ids
     grid = stack.scene.grid
     readers = [
-        (_Readers(f.path, grid if f.read.warped else None, f.read.resampling),
-         _Readers(f.mask_path, grid if f.mask_read.warped else None) if f.mask_path else None)
+        (_Readers(f.path, f.read, grid), _Readers(f.mask_path, f.mask_read, grid) if f.mask_path else None)
         for f in stack.frames
     ]
     paths = [p for f in stack.frames for p in (f.path, f.mask_path) if p]

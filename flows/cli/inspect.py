@@ -27,8 +27,8 @@ def command(sources: tuple[str, ...], model: str | None, scale: int, weights: st
             asset: str | None) -> None:
     """Print the grid, bands, dtype, nodata and the tile plan a run would use. Several SOURCEs, or one
     folder, glob or STAC ItemCollection, are a time stack as run-stack reads it: also print its frames in
-    time order with their dates, how each reaches the reference grid (read as is, or warped) and the
-    fraction of that grid each frame observes."""
+    time order with their dates, how each reaches the reference grid (read as is, or warped), the
+    fraction of that grid each frame observes and its measured sub-pixel shift against the reference."""
     if not names_a_stack(sources) and not (reference or mask_source or asset):
         scene = inspect_scene(sources[0])
         lines = [f"source      {sources[0]}", *_scene_lines(scene),
@@ -58,7 +58,9 @@ def _stack_lines(stack: Stack, fractions: tuple[float, ...]) -> list[str]:
         date = f"{frame.acquired} ({frame.date_source})" if frame.acquired else "no date"
         mask = f", mask {frame.mask_path}" if frame.mask_path else ""
         marker = "  reference" if i == stack.reference else ""
-        lines.append(f"  {i + 1:>2}  {date}  {frame.path}{mask}  {how}  valid {100 * fraction:.1f} %{marker}")
+        shift = (f"shift {frame.shift[0]:+.2f},{frame.shift[1]:+.2f} px" if frame.shift is not None
+                 else "shift unknown (too few pixels valid in both)")
+        lines.append(f"  {i + 1:>2}  {date}  {frame.path}{mask}  {how}  valid {100 * fraction:.1f} %  {shift}{marker}")
     warped = sum(frame.read.warped for frame in stack.frames)
     lines.append(
         f"co-reg      {warped} of {len(stack.frames)} frames warped onto the reference grid"

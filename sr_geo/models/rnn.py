@@ -2,7 +2,11 @@
 
 Every frame is encoded by the same small residual CNN, seeing itself, the masked median composite of all
 frames (the reference that lets the encoder express each frame relative to the others, as HighRes-net
-pairs frames with a median reference) and its own validity. A convolutional GRU then fuses the frames in
+pairs frames with a median reference) and its own validity. The encoder's first layer also knows where
+the frame's samples lie: frames on the reference lattice are never resampled, and each one's sub-pixel
+shift (measured once per frame at tiling time, `sr_geo.registration`) selects its 3 × 3 kernel,
+interpolated from a lattice of kernels over the shift (`ShiftKernels`), so a frame's pixels enter
+fusion as samples of the scene at their own positions rather than as if all frames were aligned. A convolutional GRU then fuses the frames in
 date order and, with its own state weights, in reverse order, so no frame is privileged by its position;
 the two final states are merged, refined by residual blocks and upsampled by pixel shuffle into the
 detail that fusion adds to a single-image prediction: a CNN (`sr_geo.models.cnn.CNN`) run on the
@@ -27,6 +31,7 @@ as in the CNN, so one set of weights serves any band count.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sr_geo.models.bands import unfold_bands
@@ -56,6 +61,45 @@ class MaskedGRUCell(nn.Module):
         return h + z * (n - h)
 
 
+# Shifts are centred on their mean over the stack's frames (the stack's geometric centre, which the output
+# grid is aligned to, as the mean composite is) and the kernel lattice spans ±SHIFT_REACH LR pixels in
+# SHIFT_LATTICE steps per axis (a quarter pixel: one HR pixel at ×4); farther shifts take the edge kernels.
+SHIFT_LATTICE = 9
+SHIFT_REACH = 1.0
+
+
+class ShiftKernels(nn.Module):
+    """A 3 × 3 convolution of each frame whose kernel depends on the frame's sub-pixel shift: bilinear
+    interpolation between the kernels of a lattice over shifts. Zero-initialised, so a network that has
+    not learnt to use shifts behaves as one that is not given them.
+
+    A shift is per frame, not per pixel, so the kernel is one per (sample, frame), and the layer is a grouped
+    convolution over the frames' images: no per-lattice-point activations are ever made.
+    """
+
+    def __init__(self, feats: int) -> None:
+        super().__init__()
+        self.kernels = nn.Parameter(torch.zeros(SHIFT_LATTICE * SHIFT_LATTICE, feats, 3, 3))
+
+    def forward(self, x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+        """x (N, T, C, H, W), shifts (N, T, 2) centred, LR pixels → features (N·T·C, F, H, W)."""
+        n, frames, bands, height, width = x.shape
+        feats = self.kernels.shape[1]
+        kernels = torch.einsum("ntl,lfij->ntfij", lattice_weights(shifts).to(x.dtype), self.kernels.to(x.dtype))
+        images = x.permute(2, 0, 1, 3, 4).reshape(bands, n * frames, height, width)
+        y = F.conv2d(images, kernels.reshape(n * frames * feats, 1, 3, 3), padding=1, groups=n * frames)
+        return y.reshape(bands, n, frames, feats, height, width).permute(1, 2, 0, 3, 4, 5).reshape(-1, feats, height, width)
+
+
+def lattice_weights(shifts: torch.Tensor) -> torch.Tensor:
+    """Bilinear weights (N, T, L²) of shifts (N, T, 2) on the SHIFT_LATTICE² lattice over ±SHIFT_REACH."""
+    last = SHIFT_LATTICE - 1
+    position = (shifts.clamp(-SHIFT_REACH, SHIFT_REACH) + SHIFT_REACH) / (2 * SHIFT_REACH) * last
+    nodes = torch.arange(SHIFT_LATTICE, device=shifts.device, dtype=shifts.dtype)
+    per_axis = (1 - (position.unsqueeze(-1) - nodes).abs()).clamp(min=0)  # hats: the two nearest nodes, (N, T, 2, L)
+    return (per_axis[:, :, 0, :, None] * per_axis[:, :, 1, None, :]).flatten(2)
+
+
 class RNN(SRModel):
     arch = "rnn"
     temporal = True
@@ -68,6 +112,7 @@ class RNN(SRModel):
         self.outlier_threshold = outlier_threshold
         self.base = CNN(scale, base_feats, base_blocks, res_scale)  # the single-image prediction fusion refines
         self.head = conv3x3(3, feats)  # frame, median reference, validity
+        self.shift_kernels = ShiftKernels(feats)  # the frame again, through the kernel of its shift
         self.encoder = nn.ModuleList([ResidualBlock(feats, res_scale) for _ in range(encoder_blocks)])
         self.project = conv3x3(feats, 3 * feats)
         self.forward_cell = MaskedGRUCell(feats)
@@ -92,9 +137,12 @@ class RNN(SRModel):
             self._theoretical_radius = theoretical_radius(SingleImageView(self), self.scale)
         return self._theoretical_radius
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """x (N, T, C, H, W) standardised, invalid pixels 0; valid (N, T, H, W) → (N, C, H·s, W·s)."""
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, shifts: torch.Tensor | None = None) -> torch.Tensor:
+        """x (N, T, C, H, W) standardised, invalid pixels 0; valid (N, T, H, W); shifts (N, T, 2) as
+        `sr_geo.registration` measures them, (dy, dx) LR pixels, None for frames taken as aligned
+        → (N, C, H·s, W·s)."""
         n, frames, bands, height, width = x.shape
+        shifts = x.new_zeros((n, frames, 2)) if shifts is None else shifts.to(x.dtype)
         x = torch.where(valid.unsqueeze(2), x, torch.zeros_like(x))  # what an invalid pixel holds never matters
         if self.outlier_threshold is not None:
             valid = screen_outliers(x, valid, self.outlier_threshold)
@@ -107,6 +155,7 @@ class RNN(SRModel):
             mask.unsqueeze(2).expand_as(x),
         ], dim=3)  # (N, T, C, 3, H, W)
         features = self.head(per_frame.reshape(n * frames * bands, 3, height, width))
+        features = features + self.shift_kernels(x, shifts - shifts.mean(dim=1, keepdim=True))
         for block in self.encoder:
             features = block(features, bands)
         projected = self.project(features).reshape(n, frames, bands, 3 * self.feats, height, width)

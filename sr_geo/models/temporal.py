@@ -74,7 +74,8 @@ class MedianBicubic(SRModel):
     arch = "median-bicubic"
     temporal = True
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, shifts: torch.Tensor | None = None) -> torch.Tensor:
+        """Shifts are accepted as every temporal model's are, and unused: the median is per pixel."""
         return bicubic_upsample(masked_median(x, valid), self.scale)
 
 

@@ -42,16 +42,23 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         return dict(handle.metadata() or {})
 
 
-def load_weights(path: str | Path, architectures: dict[str, type[SRModel]]) -> SRModel:
-    """Rebuild the model named in the header and load its tensors."""
-    path = Path(path)
-    if not path.is_file():
+def weights_metadata(path: str | Path) -> dict[str, str]:
+    """The header of a weights file, refused in one line when it is missing or not one of ours."""
+    if not Path(path).is_file():
         raise InvalidRequestError(f"{path}: weights file not found")
     try:
         metadata = read_metadata(path)
     except Exception as exc:  # safetensors raises several types for a damaged header
         raise InvalidRequestError(f"{path}: not a safetensors weights file ({exc})") from None
-    arch = metadata.get("arch")
+    if "arch" not in metadata or "config" not in metadata:
+        raise InvalidRequestError(f"{path}: a safetensors file without sr-geo's architecture header")
+    return metadata
+
+
+def load_weights(path: str | Path, architectures: dict[str, type[SRModel]]) -> SRModel:
+    """Rebuild the model named in the header and load its tensors."""
+    metadata = weights_metadata(path)
+    arch = metadata["arch"]
     if arch not in architectures:
         raise InvalidRequestError(f"{path}: unknown architecture {arch!r} in weights header")
     model = architectures[arch](**json.loads(metadata["config"]))

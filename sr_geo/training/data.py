@@ -26,6 +26,7 @@ class Batch:
     lr: torch.Tensor  # (N, C, h, w) standardised; (N, T, C, h, w) frames for temporal models
     hr: torch.Tensor  # (N, C, h·scale, w·scale)
     valid: torch.Tensor | None = None  # (N, T, h, w) frame validity, temporal models only
+    shifts: torch.Tensor | None = None  # (N, T, 2) frames' measured shifts, LR pixels, temporal models only
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class ValidationPatch:
     hr: torch.Tensor  # (1, C, H, W)
     data_range: np.ndarray  # (C,) PSNR peak per band, in standardised units
     valid: torch.Tensor | None = None  # (1, T, h, w), temporal models only
+    shifts: torch.Tensor | None = None  # (1, T, 2), temporal models only
 
 
 def degradation_margin(scale: int, ranges: DegradationRanges) -> int:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from sr_geo.errors import InvalidRequestError
@@ -23,7 +24,7 @@ from sr_geo.models.discriminator import PatchDiscriminator
 from sr_geo.models.receptive import effective_radius
 from sr_geo.models.registry import ARCHITECTURES
 from sr_geo.models.temporal import MedianBicubic, SingleImageView
-from sr_geo.models.weights import file_sha256, load_weights, save_weights
+from sr_geo.models.weights import file_sha256, save_weights, weights_metadata
 from sr_geo.training.card import model_card
 from sr_geo.training.checkpoint import Progress, load_checkpoint, save_checkpoint
 from sr_geo.training.config import TrainConfig
@@ -108,8 +109,9 @@ def train(
     try:
         for step in range(progress.step, config.steps):
             batch = sampler.batch(step, config.batch_size)
+            valid, shifts = (None if t is None else t.to(torch_device) for t in (batch.valid, batch.shifts))
             terms = trainer.step(step, batch.lr.to(torch_device), batch.hr.to(torch_device),
-                                 learning_rate(config, step), None if batch.valid is None else batch.valid.to(torch_device))
+                                 learning_rate(config, step), valid, shifts)
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + value
             logged += 1
@@ -141,16 +143,26 @@ def train(
 
 def _initialise(generator: SRModel, path: str) -> None:
     """Copy a weights file's tensors into `generator`, or into the part of it that is the file's
-    architecture (the rnn's single-image CNN), refusing another architecture, scale or size."""
-    source = load_weights(path, ARCHITECTURES)
-    target = next((part for part in generator.modules() if type(part) is type(source)), None)
-    if target is None or source.scale != target.scale:
+    architecture (the rnn's single-image CNN), refusing another architecture, scale or size.
+
+    A file of an earlier version of the architecture, with the same sizes but without layers added since
+    (the rnn's shift kernels), starts those layers at their initialisation: new layers are zero-initialised
+    where they refine, so the network starts as the file's and training only adds what they bring.
+    """
+    metadata = weights_metadata(path)
+    file_config = json.loads(metadata["config"])
+    target = next((part for part in generator.modules()
+                   if isinstance(part, SRModel) and part.arch == metadata["arch"]), None)
+    if target is None or file_config.get("scale") != target.scale:
         raise InvalidRequestError(
-            f"{path}: holds {type(source).__name__} ×{source.scale}, not the {type(generator).__name__} "
+            f"{path}: holds {metadata.get('arch')} ×{file_config.get('scale')}, not the {generator.arch} "
             f"×{generator.scale} being trained"
         )
+    config = target.config()
+    if any(config.get(key) != value for key, value in file_config.items()):
+        raise InvalidRequestError(f"{path}: its layer sizes differ from the model being trained (--feats/--blocks)")
     try:
-        target.load_state_dict(source.state_dict())
+        target.load_state_dict(load_file(path), strict=False)
     except RuntimeError:
         raise InvalidRequestError(f"{path}: its layer sizes differ from the model being trained (--feats/--blocks)") from None
 

@@ -23,17 +23,18 @@ class Trainer:
     d_optimizer: torch.optim.Optimizer | None = None
 
     def step(self, step: int, lr: torch.Tensor, hr: torch.Tensor, rate: float,
-             valid: torch.Tensor | None = None) -> dict[str, float]:
-        """`valid` is the frames' validity for temporal generators (which the GAN is not)."""
+             valid: torch.Tensor | None = None, shifts: torch.Tensor | None = None) -> dict[str, float]:
+        """`valid` and `shifts` are the frames' validity and shifts for temporal generators (which the GAN is not)."""
         for opt in (self.optimizer, self.d_optimizer):
             for group in opt.param_groups if opt is not None else ():
                 group["lr"] = rate
         if self.discriminator is None or step < self.config.pretrain_steps:
-            return self._l1_step(lr, hr, valid)
+            return self._l1_step(lr, hr, valid, shifts)
         return self._adversarial_step(lr, hr)
 
-    def _l1_step(self, lr: torch.Tensor, hr: torch.Tensor, valid: torch.Tensor | None) -> dict[str, float]:
-        loss = losses.l1(self.generator(lr) if valid is None else self.generator(lr, valid), hr)
+    def _l1_step(self, lr: torch.Tensor, hr: torch.Tensor, valid: torch.Tensor | None,
+                 shifts: torch.Tensor | None) -> dict[str, float]:
+        loss = losses.l1(self.generator(lr) if valid is None else self.generator(lr, valid, shifts), hr)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -25,7 +25,8 @@ def evaluate(model: SRModel, patches: list[ValidationPatch], device: torch.devic
     scores = {"psnr": [], "ssim": []}
     hf_sr, hf_hr = [], []
     for patch in patches:
-        sr = forward(model, patch.lr.numpy(), device, None if patch.valid is None else patch.valid.numpy())[0]
+        valid, shifts = (None if t is None else t.numpy() for t in (patch.valid, patch.shifts))
+        sr = forward(model, patch.lr.numpy(), device, valid, shifts)[0]
         hr = patch.hr[0].numpy()
         scores["psnr"].append(float(np.mean(psnr(sr, hr, patch.data_range))))
         scores["ssim"].append(float(np.mean(ssim(sr, hr, patch.data_range))))

@@ -47,8 +47,8 @@ def test_a_stack_lists_its_frames_in_date_order_with_coregistration_and_valid_fr
     rows = frame_lines(result.stdout)
     assert [row.split("  ")[2] for row in rows] == [str(b), str(a), str(c)]
     assert rows[0].startswith("1  2020-01-01T00:00:00+00:00 (file name)")
-    assert f"{b}  read, offset -2,+3 px  valid {100 * 28 * 37 / 1200:.1f} %" in rows[0]
-    assert rows[1].endswith(f"{a}  read  valid 50.0 %  reference")
+    assert f"{b}  read, offset -2,+3 px  valid {100 * 28 * 37 / 1200:.1f} %  shift " in rows[0]
+    assert rows[1].endswith(f"{a}  read  valid 50.0 %  shift +0.00,+0.00 px  reference")
     assert f"{c}  warp (cubic)  valid" in rows[2]
     assert "frames      3, order: acquisition date" in result.stdout
     assert "co-reg      1 of 3 frames warped onto the reference grid" in result.stdout

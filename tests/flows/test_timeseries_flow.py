@@ -18,7 +18,8 @@ from sr_geo.models.rnn import RNN
 from sr_geo.models.weights import save_weights
 from sr_geo.stack import Stack
 from sr_geo.store import TileStore
-from sr_geo.tiler import _Readers, read_on_grid
+from sr_geo.stack import read_on_grid
+from sr_geo.tiler import _Readers
 
 pytestmark = pytest.mark.slow
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -50,6 +51,7 @@ def test_tiled_pipeline_equals_whole_stack_inference(tmp_path):
     with torch.no_grad():
         model.tail.weight.normal_(0.0, 0.05)
         model.base.tail.weight.normal_(0.0, 0.05)
+        model.shift_kernels.kernels.normal_(0.0, 0.05)
     weights = tmp_path / "rnn_random.safetensors"
     save_weights(model, weights)
     paths = frames(tmp_path)
@@ -61,12 +63,12 @@ def test_tiled_pipeline_equals_whole_stack_inference(tmp_path):
     assert [f["read"] for f in summary["frames"]] == ["read", "read", "warp", "read"] and summary["reference"] == 1
     assert summary["halo"] == model.theoretical_radius and store.plan.n_tiles > 4
     grid = stack.scene.grid
-    readers = [_Readers(f.path, grid if f.read.warped else None, f.read.resampling) for f in stack.frames]
+    readers = [_Readers(f.path, f.read, grid) for f in stack.frames]
     whole = [read_on_grid(r.get(), Window(0, 0, grid.width, grid.height), f.read) for r, f in zip(readers, stack.frames)]
     for reader in readers:
         reader.close()
     reference = predict_whole(model, np.stack([p for p, _ in whole]), np.stack([v for _, v in whole]), store.plan.halo,
-                              Normalisation(*store.band_statistics()), torch.device("cpu"))
+                              Normalisation(*store.band_statistics()), torch.device("cpu"), shifts=stack.shifts())
     assert np.abs(store.group["output"][:] - reference).max() <= 1e-4
     with rasterio.open(paths[0]) as src, rasterio.open(tmp_path / "out.tif") as out:
         assert out.bounds == src.bounds and out.crs == src.crs and (out.height, out.width) == (140, 128)

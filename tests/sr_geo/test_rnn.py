@@ -13,7 +13,7 @@ from conftest import smooth_texture
 from sr_geo.degrade import SensorModel
 from sr_geo.models.bicubic import bicubic_upsample
 from sr_geo.models.registry import ARCHITECTURES, ModelSpec, build_model
-from sr_geo.models.rnn import RNN
+from sr_geo.models.rnn import RNN, SHIFT_LATTICE, SHIFT_REACH, lattice_weights
 from sr_geo.models.temporal import OUTLIER_THRESHOLD, SingleImageView, masked_mean, masked_median, screen_outliers
 from sr_geo.models.weights import save_weights
 from sr_geo.training.temporal import StackSynthesis
@@ -26,6 +26,7 @@ def small_rnn(scale: int = 2, seed: int = 0) -> RNN:
     with torch.no_grad():
         model.tail.weight.normal_(0.0, 0.1)
         model.base.tail.weight.normal_(0.0, 0.1)
+        model.shift_kernels.kernels.normal_(0.0, 0.1)
     return model.eval()
 
 
@@ -152,7 +153,7 @@ def test_shipped_weights_load_with_screening_on_and_an_unmasked_cloud_is_fused_a
     margin = 4 * math.ceil(synthesis.kernel_radius(sensor) / 4)
     hr = torch.from_numpy(smooth_texture((3, 96 + 2 * margin, 96 + 2 * margin), seed=3))
     hr = (hr - hr.mean(dim=(1, 2), keepdim=True)) / hr.std(dim=(1, 2), keepdim=True)  # in scene standard deviations
-    frames, valid = synthesis.frames(hr, 5, sensor, margin, torch.Generator().manual_seed(0))
+    frames, valid, _ = synthesis.frames(hr, 5, sensor, margin, torch.Generator().manual_seed(0))
     rows, cols = torch.meshgrid(torch.arange(24), torch.arange(24), indexing="ij")
     cloud = (rows - 10) ** 2 + (cols - 13) ** 2 < 8**2  # a third of the frame
     cloudy = frames.clone()
@@ -176,3 +177,32 @@ def test_shipped_weights_load_with_screening_on_and_an_unmasked_cloud_is_fused_a
     assert torch.equal(screened, fused(cloudy, masked, None))
     clean, unscreened = error(fused(frames, valid, OUTLIER_THRESHOLD)), error(fused(cloudy, valid, None))
     assert unscreened > 1.1 * clean and error(screened) < 1.01 * clean
+
+
+def test_shift_kernels_start_silent_and_then_place_each_frame_by_its_shift():
+    """Zero-initialised: an untrained network (or one started from weights without them) is unchanged by
+    shifts. Trained: each frame's shift matters, a shift common to all frames does not (shifts are centred
+    on the stack), and no shifts is the same as all frames aligned."""
+    x, valid = stack(2, 4, 3)
+    shifts = torch.rand((2, 4, 2), generator=torch.Generator().manual_seed(1)) - 0.5
+    with torch.no_grad():
+        fresh = RNN(2, feats=8, blocks=1, encoder_blocks=1, base_feats=8, base_blocks=1).eval()
+        fresh.tail.weight.normal_(0.0, 0.1)
+        torch.testing.assert_close(fresh(x, valid, shifts), fresh(x, valid))
+        model = small_rnn()
+        assert (model(x, valid, shifts) - model(x, valid)).abs().max() > 1e-3
+        torch.testing.assert_close(model(x, valid, shifts + torch.tensor([0.3, -0.7])), model(x, valid, shifts))
+        torch.testing.assert_close(model(x, valid, torch.zeros_like(shifts)), model(x, valid))
+
+
+def test_lattice_weights_interpolate_bilinearly_and_clamp_beyond_the_reach():
+    step = 2 * SHIFT_REACH / (SHIFT_LATTICE - 1)
+    weights = lattice_weights(torch.tensor([[[0.0, 0.0], [step / 4, -step / 2], [5.0, -5.0]]]))[0]
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(3))
+    centre = (SHIFT_LATTICE // 2) * SHIFT_LATTICE + SHIFT_LATTICE // 2
+    assert weights[0, centre] == 1.0
+    row, col = SHIFT_LATTICE // 2, SHIFT_LATTICE // 2
+    expected = {(row, col - 1): 0.75 * 0.5, (row, col): 0.75 * 0.5, (row + 1, col - 1): 0.25 * 0.5, (row + 1, col): 0.25 * 0.5}
+    for (r, c), value in expected.items():
+        assert weights[1, r * SHIFT_LATTICE + c].item() == pytest.approx(value)
+    assert weights[2, (SHIFT_LATTICE - 1) * SHIFT_LATTICE].item() == 1.0  # (+reach, -reach): the corner kernel

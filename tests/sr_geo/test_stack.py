@@ -24,9 +24,10 @@ from sr_geo.models.rnn import RNN
 from sr_geo.models.temporal import screen_outliers
 from sr_geo.plan import plan_tiles
 from sr_geo.scene import inspect_scene
-from sr_geo.stack import CloudMask, inspect_stack, names_a_stack, parse_date, record_stack, valid_fractions
+from sr_geo.stack import (CloudMask, Stack, inspect_stack, names_a_stack, parse_date, read_on_grid, record_stack,
+                          valid_fractions)
 from sr_geo.store import RunKey, TileStore
-from sr_geo.tiler import _Readers, read_on_grid, tile_scene, tile_stack
+from sr_geo.tiler import _Readers, tile_scene, tile_stack
 
 CPU = torch.device("cpu")
 
@@ -255,7 +256,7 @@ def random_rnn(scale: int = 2) -> RNN:
     torch.manual_seed(0)
     model = RNN(scale, feats=8, blocks=2, encoder_blocks=1, base_feats=8, base_blocks=2)
     with torch.no_grad():
-        for param in (model.tail.weight, model.tail.bias, model.base.tail.weight):
+        for param in (model.tail.weight, model.tail.bias, model.base.tail.weight, model.shift_kernels.kernels):
             param.normal_(0.0, 0.05)
     return model.eval()
 
@@ -276,7 +277,7 @@ def test_tiled_stack_inference_equals_whole_stack_inference(tmp_path):
     store = tiled(frames, tmp_path, tile=24, halo=halo)
     stack = inspect_stack([str(f) for f in frames])
     grid = stack.scene.grid
-    readers = [_Readers(f.path, grid if f.read.warped else None, f.read.resampling) for f in stack.frames]
+    readers = [_Readers(f.path, f.read, grid) for f in stack.frames]
     whole = [read_on_grid(r.get(), Window(0, 0, grid.width, grid.height), f.read) for r, f in zip(readers, stack.frames)]
     for reader in readers:
         reader.close()
@@ -285,9 +286,11 @@ def test_tiled_stack_inference_equals_whole_stack_inference(tmp_path):
     norm = Normalisation(*store.band_statistics())
     screened = screen_outliers(torch.from_numpy(norm.apply(pixels, valid))[None], torch.from_numpy(valid)[None])[0]
     assert (valid & ~screened.numpy()).any()  # the rnn's outlier screening is part of what must tile exactly
+    shifts = Stack.from_attrs(store.attrs["stack"]).shifts()
+    assert np.abs(shifts).max() > 0.1  # the frames' measured shifts reach every tile alike
     for candidate in (model, Bicubic(2)):
         TilePredictor(str(tmp_path / "run.zarr"), candidate, CPU).predict(list(range(store.plan.n_tiles)))
-        reference = predict_whole(candidate, pixels, valid, halo, norm, CPU)
+        reference = predict_whole(candidate, pixels, valid, halo, norm, CPU, shifts=shifts)
         tiled_output = TileStore.open(str(tmp_path / "run.zarr")).group["output"][:]
         # float32 sums in another order (model calls hold fewer tiles than the whole image): relative 1e-6
         np.testing.assert_allclose(tiled_output, reference, rtol=1e-6, atol=1e-4)

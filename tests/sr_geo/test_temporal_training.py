@@ -37,7 +37,8 @@ def window(size: int = 96, bands: int = 2) -> torch.Tensor:
 def test_a_still_clear_frame_is_exactly_the_sensor_model():
     sensor, margin = SensorModel(4, 0.3), 12
     hr = window()
-    lr, valid = STILL.frames(hr, 3, sensor, margin, torch.Generator().manual_seed(0))
+    lr, valid, shifts = STILL.frames(hr, 3, sensor, margin, torch.Generator().manual_seed(0))
+    assert shifts.abs().max() < 5 * STILL.registration_error  # no jitter: only the registration error
     reference = sensor.degrade(hr[None])[0][:, 3:-3, 3:-3]
     assert lr.shape == (3, 2, 18, 18) and valid.all()
     torch.testing.assert_close(lr, reference.expand_as(lr), atol=1e-5, rtol=0)
@@ -45,11 +46,14 @@ def test_a_still_clear_frame_is_exactly_the_sensor_model():
 
 def test_frames_are_jittered_by_sub_pixel_shifts_within_the_range():
     sensor, margin = SensorModel(4, 0.3), 12
-    lr, _ = StackSynthesis(gain=(1.0, 1.0), offset=0.0, clear=1.0).frames(
+    lr, _, measured = StackSynthesis(gain=(1.0, 1.0), offset=0.0, clear=1.0, registration_error=0.0).frames(
         window(160, 1), 6, sensor, margin, torch.Generator().manual_seed(1))
     shifts = np.array([phase_correlation_shift(lr[t, 0].numpy(), lr[0, 0].numpy()) for t in range(6)])
     assert np.abs(shifts).max() <= 1.0 + 0.05  # two frames each within ±0.5 LR px
     assert np.abs(shifts[1:]).max() > 0.05 and np.any(np.abs(shifts[1:] - np.round(shifts[1:])) > 0.05)
+    # the shifts the model is told are the frames' own: pixel i samples the scene at i + shift
+    relative = (measured - measured[0]).numpy()
+    np.testing.assert_allclose(-shifts, relative, atol=0.05)
 
 
 def test_clouds_cover_what_they_claim_and_some_frames_are_missing():
@@ -113,5 +117,27 @@ def test_a_cnn_file_starts_the_rnn_base_and_another_model_is_refused(rasters, tm
     with pytest.raises(InvalidRequestError, match="layer sizes differ"):
         train(replace(config, init_weights=str(tmp_path / "narrow.safetensors")), tmp_path / "narrow", progress_bar=False)
     save_weights(RRDBNet(2, feats=8, blocks=1), tmp_path / "gan.safetensors")
-    with pytest.raises(InvalidRequestError, match="holds RRDBNet ×2, not the RNN ×2"):
+    with pytest.raises(InvalidRequestError, match="holds gan ×2, not the rnn ×2"):
         train(replace(config, init_weights=str(tmp_path / "gan.safetensors")), tmp_path / "gan", progress_bar=False)
+
+
+def test_an_rnn_file_from_before_the_shift_kernels_starts_every_other_layer(rasters, tmp_path):
+    """Weights of an earlier version of the architecture (same sizes, no shift kernels) start the run:
+    the layers they hold are copied, the new zero-initialised ones start at zero."""
+    from safetensors.torch import load_file, save_file
+
+    from sr_geo.models.rnn import RNN
+
+    old = RNN(2, feats=8, blocks=1)
+    with torch.no_grad():
+        old.tail.weight.normal_(0.0, 0.1)
+    save_weights(old, tmp_path / "full.safetensors")
+    tensors = {k: v for k, v in load_file(str(tmp_path / "full.safetensors")).items() if not k.startswith("shift_kernels")}
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata=read_metadata(tmp_path / "full.safetensors"))
+    config = TrainConfig(model="rnn", scale=2, sources=(str(rasters),), steps=1, batch_size=1, patch=32, lr=0.0,
+                         feats=8, blocks=1, val_patches=0, split_cell=2, val_fraction=0.1,
+                         init_weights=str(tmp_path / "old.safetensors"))
+    model = load_weights(train(config, tmp_path / "run", progress_bar=False).weights, ARCHITECTURES)
+    for name, tensor in tensors.items():
+        torch.testing.assert_close(model.state_dict()[name], tensor, rtol=0, atol=0)
+    assert model.shift_kernels.kernels.abs().max() == 0

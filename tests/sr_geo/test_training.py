@@ -187,7 +187,7 @@ def test_fine_tuning_starts_from_the_weights_and_refuses_another_model(scenes: P
     assert tuned.validation["psnr"] == pytest.approx(first.validation["psnr"], abs=1e-6)
     record = json.loads((tmp_path / "tuned" / "progress.json").read_text())
     assert len(record["config"]["init_weights_sha256"]) == 64
-    with pytest.raises(InvalidRequestError, match="not the CNN ×4"):
+    with pytest.raises(InvalidRequestError, match="not the cnn ×4"):
         train(tiny_config(sources, scale=4, init_weights=str(first.weights)), tmp_path / "x4", progress_bar=False)
     with pytest.raises(InvalidRequestError, match="layer sizes differ"):
         train(tiny_config(sources, feats=4, init_weights=str(first.weights)), tmp_path / "narrow", progress_bar=False)

@@ -4,12 +4,12 @@ Every frame is encoded by the same small residual CNN, seeing itself, the masked
 frames (the reference that lets the encoder express each frame relative to the others, as HighRes-net
 pairs frames with a median reference) and its own validity. The encoder's first layer also knows where
 the frame's samples lie: frames on the reference lattice are never resampled, and each one's sub-pixel
-shift (measured once per frame at tiling time, `sr_geo.registration`) selects its 3 × 3 kernel,
+shift (measured once per stack before tiling, `sr_geo.registration`) selects its 3 × 3 kernel,
 interpolated from a lattice of kernels over the shift (`ShiftKernels`), so a frame's pixels enter
-fusion as samples of the scene at their own positions rather than as if all frames were aligned. A convolutional GRU then fuses the frames in
-date order and, with its own state weights, in reverse order, so no frame is privileged by its position;
-the two final states are merged, refined by residual blocks and upsampled by pixel shuffle into the
-detail that fusion adds to a single-image prediction: a CNN (`sr_geo.models.cnn.CNN`) run on the
+fusion as samples of the scene at their own positions rather than as if all frames were aligned.
+A convolutional GRU then fuses the frames in date order and, with its own state weights, in reverse
+order, so no frame is privileged by its position; the two final states are merged, refined by residual
+blocks and upsampled by pixel shuffle into the detail that fusion adds to a single-image prediction: a CNN (`sr_geo.models.cnn.CNN`) run on the
 masked mean composite, which averages the frames' noise away. Training starts that CNN from the
 shipped single-image weights, so fusion spends its capacity on what only several frames tell (the
 sub-pixel samples of the jittered acquisitions), not on relearning single-image super-resolution; an

@@ -162,9 +162,11 @@ def _initialise(generator: SRModel, path: str) -> None:
     if any(config.get(key) != value for key, value in file_config.items()):
         raise InvalidRequestError(f"{path}: its layer sizes differ from the model being trained (--feats/--blocks)")
     try:
-        target.load_state_dict(load_file(path), strict=False)
+        unexpected = target.load_state_dict(load_file(path), strict=False).unexpected_keys
     except RuntimeError:
-        raise InvalidRequestError(f"{path}: its layer sizes differ from the model being trained (--feats/--blocks)") from None
+        unexpected = ["a tensor of another shape"]
+    if unexpected:
+        raise InvalidRequestError(f"{path}: its layer sizes differ from the model being trained (--feats/--blocks)")
 
 
 def _finish(

@@ -10,7 +10,8 @@ absolute threshold in a unit test:
    the same threads and batch size;
 2. memory: peak resident memory of the driver and of each worker for 1×, 4× and 16× the area;
 3. start-up: `sr-geo run` on a tiny scene, and how it splits (imports, Ray, Prefect);
-4. stage breakdown and export throughput, and a projection to a full Sentinel-2 tile.
+4. stage breakdown and export throughput, and a projection to a full Sentinel-2 tile;
+5. export alone with one thread and with every core: how much of it more cores carry.
 
 Each case runs in its own process so that peak-memory high-water marks are per case.
 """
@@ -112,6 +113,40 @@ def case_pipeline(size: int, model: str, scale: int, batch_size: int, tile: int,
     return result
 
 
+def case_export(size: int, rounds: int = 3) -> dict:
+    """The export stage alone (stitching and the COG copy) on the store of a bicubic ×4 run: one thread
+    against every core, alternated `rounds` times. The speed-up gives the share of export that does
+    not run in parallel, which decides how far more cores carry it on a GPU node (Amdahl).
+    """
+    from benchmarks.scenes import synthetic_scene
+    from flows.scene import super_resolve_scene
+    from sr_geo.export import export_cog
+    from sr_geo.store import TileStore
+    from workers.cluster import ray_session
+
+    cores = os.cpu_count() or 1
+    seconds: dict[int, list[float]] = {1: [], cores: []}
+    with tempfile.TemporaryDirectory() as tmp, ray_session(num_cpus=cores):
+        scene = synthetic_scene(Path(tmp) / "scene.tif", size)
+        summary = super_resolve_scene(str(scene), str(Path(tmp) / "out.tif"), model="bicubic", scale=4,
+                                      keep_store=True, workdir=str(Path(tmp) / "work"))
+        store = TileStore.open(summary["store"], mode="r")
+        for _ in range(rounds):
+            for threads in seconds:
+                start = time.perf_counter()
+                export_cog(store, Path(tmp) / f"export{threads}.tif", tmp, threads=threads)
+                seconds[threads].append(time.perf_counter() - start)
+    one, many = (sum(v) / rounds for v in seconds.values())
+    speedup = one / many
+    serial = (cores / speedup - 1) / (cores - 1) if cores > 1 else 1.0
+    megapixels = summary["output_megapixels"]
+    return {"size": size, "output_megapixels": megapixels, "cores": cores, "rounds": rounds,
+            "seconds_by_threads": {str(k): v for k, v in seconds.items()},
+            "mp_per_s_one_thread": megapixels / one, "mp_per_s_all_cores": megapixels / many,
+            "speedup": speedup, "serial_share": serial,
+            "projected_mp_per_s_16_cores": megapixels / (one * (serial + (1 - serial) / 16))}
+
+
 def case_startup() -> dict:
     """Wall time of `sr-geo run` on a tiny scene (fresh and warm Prefect home) and its parts, and with
     a Ray head and a Prefect server already running (how scheduled deployments run).
@@ -189,6 +224,17 @@ def markdown(results: dict) -> str:
         f"{many['bands']} bands vs {few['bands']}: "
         f"{many['peak_rss_mib']['predictor actor'] / few['peak_rss_mib']['predictor actor']:.2f}×.", "",
     ]
+    ex = results["export"]
+    one, many = ex["seconds_by_threads"].values()
+    lines += [
+        f"## Export alone (bicubic ×4 store of a {ex['size']}² 4-band scene, {ex['output_megapixels']:.1f} output MP; "
+        "stitching and COG copy)", "",
+        "| threads | seconds by round | output MP/s |", "|---|---|---|",
+        f"| 1 | {', '.join(f'{v:.2f}' for v in one)} | {ex['mp_per_s_one_thread']:.1f} |",
+        f"| {ex['cores']} | {', '.join(f'{v:.2f}' for v in many)} | {ex['mp_per_s_all_cores']:.1f} |", "",
+        f"Speed-up {ex['speedup']:.2f}× on {ex['cores']} cores: {100 * ex['serial_share']:.0f} % of export does not "
+        f"run in parallel; 16 cores would then give about {ex['projected_mp_per_s_16_cores']:.0f} output MP/s.", "",
+    ]
     st = results["startup"]
     lines += [
         "## Start-up (`sr-geo run` on a 64² scene, bicubic)", "",
@@ -206,15 +252,16 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def project_s2(eff: dict) -> dict:
-    """Scale each stage's measured throughput to a full Sentinel-2 tile (same machine, same model)."""
+def project_s2(eff: dict, export: dict) -> dict:
+    """Scale each stage's measured throughput to a full Sentinel-2 tile (same machine, same model);
+    export at the export case's all-core throughput, its longer and steadier measurement."""
     factor = (S2_TILE / eff["size"]) ** 2
     seconds = eff["stage_seconds"]
     stages = {
         "start-up (Ray, actors, model)": eff["startup_seconds"],
         "tile": seconds["tile"] * factor,
         "infer": (seconds["infer"] - eff["startup_seconds"]) * factor,
-        "export": seconds["export"] * factor,
+        "export": eff["output_megapixels"] * factor / export["mp_per_s_all_cores"],
     }
     stages["total (stages run one after another)"] = sum(stages.values())
     return stages
@@ -222,7 +269,7 @@ def project_s2(eff: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--case", choices=["pipeline", "startup"])
+    parser.add_argument("--case", choices=["pipeline", "export", "startup"])
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--model", default="cnn")
     parser.add_argument("--scale", type=int, default=4)
@@ -231,6 +278,7 @@ def main() -> None:
     parser.add_argument("--bands", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3, help="alternations of actor and bare-model inference")
     parser.add_argument("--memory-sizes", default="512,1024,2048")
+    parser.add_argument("--export-size", type=int, default=1024, help="scene side for the export case")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     args = parser.parse_args()
     if args.case == "pipeline":
@@ -240,6 +288,9 @@ def main() -> None:
     if args.case == "startup":
         print(json.dumps(case_startup()))
         return
+    if args.case == "export":
+        print(json.dumps(case_export(args.size, args.rounds)))
+        return
     efficiency = _case("pipeline", size=args.size, model=args.model, scale=args.scale,
                        batch_size=args.batch_size, tile=args.tile, rounds=args.rounds)
     memory = [_case("pipeline", size=int(s), model="bicubic", scale=4, batch_size=args.batch_size, tile=args.tile,
@@ -248,11 +299,12 @@ def main() -> None:
     # activations dominate), on a scene small enough for CPU.
     bands = [_case("pipeline", size=128, model="gan", scale=4, batch_size=args.batch_size, tile=64, bands=b,
                    rounds=0) for b in (4, 12)]
+    export = _case("export", size=args.export_size, rounds=args.rounds)
     results = {
         "machine": f"{os.cpu_count()} CPU cores, no GPU" if not _has_gpu() else f"{os.cpu_count()} cores + GPU",
         "command": "python -m benchmarks.run " + " ".join(sys.argv[1:]),
-        "efficiency": efficiency, "memory": memory, "bands": bands, "startup": _case("startup"),
-        "projection": project_s2(efficiency),
+        "efficiency": efficiency, "memory": memory, "bands": bands, "export": export,
+        "startup": _case("startup"), "projection": project_s2(efficiency, export),
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

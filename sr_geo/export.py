@@ -1,7 +1,7 @@
 """Write the store's output as a Cloud Optimized GeoTIFF with the input's georeferencing.
 
-Tiles are written chunk by chunk into a tiled GeoTIFF in the work dir (bounded memory), which
-GDAL's COG driver then copies into the final layout with overviews. The COG is written under a
+Tile cores are stitched into a tiled GeoTIFF in the work dir, a few at a time on every core
+(bounded memory), which GDAL's COG driver then copies into the final layout with overviews. The COG is written under a
 hidden temporary name beside the target and renamed into place, so a killed run never leaves a
 partial file at the output path.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,11 +26,13 @@ from rasterio.windows import Window
 from sr_geo.inference import clearest_frame
 from sr_geo.memory import release_freed_memory
 from sr_geo.models.registry import ARCHITECTURES
+from sr_geo.parallel import for_each_tile
 from sr_geo.scene import SceneInfo
 from sr_geo.storage import configure_gdal, is_remote, publish
 from sr_geo.store import TileStore
 
 BLOCK = 512
+DEFLATE_LEVEL = 1
 
 
 def to_dtype(values: np.ndarray, valid: np.ndarray, dtype: str, nodata: float | None) -> np.ndarray:
@@ -96,34 +99,44 @@ def _frames_seen(store: TileStore) -> list[int]:
     return [clearest_frame(store.group["stats"][:, :, 0, 0].sum(axis=0))]
 
 
-def _write_tiles(store: TileStore, scene: SceneInfo, layer: Layer, path: Path,
+def _write_tiles(store: TileStore, scene: SceneInfo, layer: Layer, path: Path, workers: int,
                  on_tile: Callable[[int], None] | None) -> None:
+    """Stitch the tile cores into a tiled GeoTIFF, `workers` tiles at a time.
+
+    Reading a core from the store, converting it and building its mask run in parallel; GDAL writes
+    one tile at a time (a dataset handle is not thread-safe) and compresses on its own threads.
+    """
     plan, s = store.plan, store.plan.scale
     height, width = plan.output_shape
     profile = {
         "driver": "GTiff", "width": width, "height": height, "count": scene.count, "dtype": layer.dtype,
         "crs": scene.grid.crs, "transform": scene.grid.transform * Affine.scale(1 / s),
         "nodata": layer.nodata, "tiled": True, "blockxsize": BLOCK, "blockysize": BLOCK,
-        "compress": "zstd", "zstd_level": 1, "bigtiff": "if_safer",
+        "compress": "zstd", "zstd_level": 1, "bigtiff": "if_safer", "num_threads": workers,
         # Band by band, the COG copy's overview pass holds one band of a full-width strip, not all
         # of them: 33 MB instead of 68 MB more at 16× the area (the COG itself is pixel-interleaved).
         "interleave": "band",
     }
     values_array, valid = store.group[layer.array], store.group["valid"]
     frames = _frames_seen(store)
+    write_lock = threading.Lock()
     with rasterio.open(path, "w", **profile) as dst:
-        for tile in plan.tiles():
+
+        def stitch(tile_id: int) -> int:
+            tile = plan.tile(tile_id)
             (r0, c0), h, w = tile.pad_before, int(tile.core.height), int(tile.core.width)
             core_valid = valid[tile.id, frames, r0 : r0 + h, c0 : c0 + w].any(axis=0)
             up_valid = np.repeat(np.repeat(core_valid, s, axis=0), s, axis=1)
             y0, x0 = int(tile.core.row_off) * s, int(tile.core.col_off) * s
-            values = values_array[:, y0 : y0 + h * s, x0 : x0 + w * s]
+            values = to_dtype(values_array[:, y0 : y0 + h * s, x0 : x0 + w * s], up_valid, layer.dtype, layer.nodata)
             window = Window(x0, y0, w * s, h * s)
-            dst.write(to_dtype(values, up_valid, layer.dtype, layer.nodata), window=window)
-            if layer.mask:
-                dst.write_mask((up_valid * 255).astype("uint8"), window=window)
-            if on_tile is not None:
-                on_tile(tile.id)
+            with write_lock:
+                dst.write(values, window=window)
+                if layer.mask:
+                    dst.write_mask((up_valid * 255).astype("uint8"), window=window)
+            return tile_id
+
+        for_each_tile(stitch, list(range(plan.n_tiles)), workers=workers, on_tile=on_tile)
         dst.descriptions = scene.descriptions
         dst.colorinterp = [ColorInterp[name] for name in scene.colorinterp]
         dst.units = scene.units
@@ -138,13 +151,14 @@ def export_cog(
     *,
     layer: str = "output",
     on_tile: Callable[[int], None] | None = None,
-    threads: int | str = "ALL_CPUS",
+    threads: int | None = None,
 ) -> str | Path:
     """Write store array `layer` to `destination` (a path or object-store URL) from a fully inferred store.
 
     `scratch_dir` is a local directory for the intermediate GeoTIFF. A local COG is finished under a
     hidden name beside the target (same file system, so the rename is atomic); a remote one in the
-    scratch directory, then uploaded in one piece.
+    scratch directory, then uploaded in one piece. Stitching and compression use `threads` threads
+    (default: every core).
     """
     scene = SceneInfo.from_attrs(store.attrs["scene"])
     token = uuid.uuid4().hex[:12]  # concurrent runs never share a temporary file
@@ -153,13 +167,18 @@ def export_cog(
     scratch = Path(scratch_dir) / f"{Path(name).stem}.{token}.stitched.tif"
     beside = Path(scratch_dir) if is_remote(target) else Path(target).parent
     partial = beside / f".{name}.{token}.partial"
+    threads = threads or os.cpu_count() or 1
     configure_gdal()
     try:
-        _write_tiles(store, scene, Layer.for_store(layer, scene), scratch, on_tile)
+        _write_tiles(store, scene, Layer.for_store(layer, scene), scratch, threads, on_tile)
         # PREDICTOR=YES: horizontal differencing for integers, floating-point predictor for floats.
+        # DEFLATE level 1, not GDAL's 6 (measured: ×4 outputs, one thread): 1.7× faster for a
+        # Sentinel-2 uint16 output at the same size (57.8 vs 58.2 MB), 1.3× for float32 (same size),
+        # 2.6× for uint8 aerial imagery at 9 % more bytes. Export, not the GPU, bounds a GPU node.
         rasterio.shutil.copy(
-            scratch, partial, driver="COG", BLOCKSIZE=BLOCK, COMPRESS="DEFLATE", PREDICTOR="YES",
-            OVERVIEWS="AUTO", OVERVIEW_RESAMPLING="AVERAGE", NUM_THREADS=str(threads), BIGTIFF="IF_SAFER",
+            scratch, partial, driver="COG", BLOCKSIZE=BLOCK, COMPRESS="DEFLATE", LEVEL=DEFLATE_LEVEL,
+            PREDICTOR="YES", OVERVIEWS="AUTO", OVERVIEW_RESAMPLING="AVERAGE", NUM_THREADS=str(threads),
+            BIGTIFF="IF_SAFER",
         )
         publish(partial, target)
     finally:

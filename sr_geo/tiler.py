@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from functools import partial
 
-import dask
-from dask.callbacks import Callback
 import numpy as np
 import rasterio
 from rasterio.vrt import WarpedVRT
 
 from sr_geo.grid import Grid
 from sr_geo.memory import release_freed_memory
+from sr_geo.parallel import for_each_tile
 from sr_geo.plan import TilePlan, intersect
 from sr_geo.stack import ON_GRID, GridRead, Stack, open_on_grid, read_on_grid
 from sr_geo.storage import gdal_cache_reserve
@@ -119,9 +119,8 @@ def tile_scene(
     pending = store.pending("tiled") if tile_ids is None else tile_ids
     readers = _Readers(source)
     try:
-        tasks = [dask.delayed(_tile_one)(store, readers, tid) for tid in pending]
-        with _Progress(on_tile), gdal_cache_reserve(block_rows_bytes(source, store.plan.region_shape[0])):
-            dask.compute(*tasks, scheduler="threads", num_workers=workers)
+        with gdal_cache_reserve(block_rows_bytes(source, store.plan.region_shape[0])):
+            for_each_tile(partial(_tile_one, store, readers), pending, workers=workers, on_tile=on_tile)
     finally:
         readers.close()
         release_freed_memory()
@@ -148,9 +147,8 @@ def tile_stack(
     paths = [p for f in stack.frames for p in (f.path, f.mask_path) if p]
     cache = sum(block_rows_bytes(path, store.plan.region_shape[0]) for path in paths)
     try:
-        tasks = [dask.delayed(_tile_stack_one)(store, stack, readers, tid) for tid in pending]
-        with _Progress(on_tile), gdal_cache_reserve(cache):
-            dask.compute(*tasks, scheduler="threads", num_workers=workers)
+        with gdal_cache_reserve(cache):
+            for_each_tile(partial(_tile_stack_one, store, stack, readers), pending, workers=workers, on_tile=on_tile)
     finally:
         for pair in readers:
             for reader in pair:
@@ -173,15 +171,3 @@ def _tile_stack_one(store: TileStore, stack: Stack, readers: list[tuple[_Readers
     store.write_input(tile_id, slice(None), data, valid, stats)  # every frame at once: one chunk, one write
     store.mark("tiled", tile_id)
     return tile_id
-
-
-class _Progress(Callback):
-    """Reports each finished tile id to `on_tile` (dask's own callback mechanism)."""
-
-    def __init__(self, on_tile: Callable[[int], None] | None) -> None:
-        super().__init__()
-        self.on_tile = on_tile
-
-    def _posttask(self, key, result, dsk, state, worker_id) -> None:
-        if self.on_tile is not None and isinstance(result, int):
-            self.on_tile(result)

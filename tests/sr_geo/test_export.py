@@ -251,6 +251,24 @@ def assert_clean(run: Run, destination_content: bytes | None = None) -> None:
     assert list(run.scratch.iterdir()) == []
 
 
+def test_stitching_on_several_threads_writes_what_one_thread_writes(tmp_path: Path, make_raster) -> None:
+    """Tiles finish out of order and their cores (29 × 2 = 58 px) straddle the 512-px blocks."""
+    mask = np.ones((300, 280), dtype=bool)
+    mask[50:61, 7:90] = False
+    run = prepare(make_raster(300, 280, bands=3, mask=mask), tmp_path, scale=2, tile=29)
+    outputs = []
+    for threads in (1, 4):
+        destination = run.destination.with_name(f"sr{threads}.tif")
+        export_cog(run.store, destination, run.scratch, threads=threads)
+        with rasterio.open(destination) as ds:
+            outputs.append((ds.read(), ds.read_masks(), ds.overviews(1), ds.read(1, out_shape=(300, 280))))
+    (values, masks, overviews, coarse), parallel = outputs
+    assert overviews == parallel[2] == [2]
+    assert np.array_equal(values, parallel[0]) and np.array_equal(masks, parallel[1])
+    assert np.array_equal(coarse, parallel[3])
+    assert (masks[:, 100:122, 14:180] == 0).all() and masks.mean() > 200
+
+
 def test_store_without_output_fails_and_leaves_nothing(ready: Run) -> None:
     del TileStore.open(ready.url).group["output"]
     with pytest.raises(KeyError):

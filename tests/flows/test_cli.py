@@ -82,19 +82,20 @@ def test_inspect_prints_grid_and_plan(make_raster, cli_env):
 
 @pytest.mark.slow
 def test_run_writes_georeferenced_cog(make_raster, tmp_path, cli_env):
-    """Also: the --config file's settings, under the flags given, are the ones the predictor pool runs with."""
+    """Also: the --config file's settings, under the flags given, are the ones the run uses (pool, codec)."""
     source = make_raster(100, 90, bands=3, dtype="uint8", nodata=0)
     destination = tmp_path / "sub" / "out.tif"
     (tmp_path / "sr-geo.toml").write_text("actors = 2\nbatch_size = 3\nthreads = 2\n")
     result = sr_geo("run", str(source), "-o", str(destination), "--model", "bicubic", "--scale", "2",
-                    "--tile", "64", "--config", str(tmp_path / "sr-geo.toml"), "--threads", "1", env=cli_env)
+                    "--tile", "64", "--config", str(tmp_path / "sr-geo.toml"), "--threads", "1",
+                    "--compression", "zstd", env=cli_env)
     assert result.returncode == 0, result.stderr
     assert "wrote" in result.stdout and "consistency PSNR" in result.stdout
     assert "inference: 2 actors × 1 threads on cpu, batches of 3 tiles" in result.stdout
     with rasterio.open(source) as src, rasterio.open(destination) as out:
         assert out.crs == src.crs and out.bounds == src.bounds and out.res == (5.0, 5.0)
         assert out.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
-        assert out.tags()["SR_GEO_MODEL"] == "bicubic"
+        assert out.tags()["SR_GEO_MODEL"] == "bicubic" and out.compression.name == "zstd"
     assert not list(destination.parent.glob(".*.partial"))
 
 

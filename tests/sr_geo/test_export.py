@@ -16,6 +16,8 @@ from rasterio.enums import MaskFlags
 
 from conftest import UTM_CRS, UTM_TRANSFORM, predicted_store, smooth_texture, write_raster
 from sr_geo import __version__
+from sr_geo.config import COMPRESSIONS
+from sr_geo.errors import InvalidRequestError
 from sr_geo.export import export_cog, overview_factors, to_dtype
 from sr_geo.store import TileStore
 
@@ -342,3 +344,27 @@ def test_to_dtype_rounds_clips_and_keeps_valid_pixels_off_nodata() -> None:
     out = to_dtype(values, valid, "float32", -9999.0)
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, np.array([[[-3.2, 0.4, 0.6, 1.5, 254.6, -9999.0]]], dtype=np.float32))
+
+
+def test_zstd_writes_the_same_cog_as_deflate(tmp_path: Path, make_raster) -> None:
+    """The codec is a setting because it changes only the bytes: same pixels, masks and overviews."""
+    mask = np.ones((150, 140), dtype=bool)
+    mask[20:31, 7:90] = False
+    run = prepare(make_raster(150, 140, bands=3, mask=mask), tmp_path, scale=4, tile=64)
+    outputs = []
+    for compression in COMPRESSIONS:
+        destination = run.destination.with_name(f"sr_{compression}.tif")
+        export_cog(run.store, destination, run.scratch, threads=2, compression=compression)
+        with rasterio.open(destination) as ds:
+            assert ds.compression.name.lower() == compression
+            assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and ds.overviews(1) == [2]
+            outputs.append((ds.read(), ds.read_masks(), ds.read(out_shape=(3, 300, 280)), ds.profile["blockxsize"]))
+    for first, other in zip(*outputs, strict=True):
+        assert np.array_equal(first, other)
+
+
+def test_unknown_compression_is_refused_before_anything_is_written(tmp_path: Path, make_raster) -> None:
+    run = prepare(make_raster(40, 40, bands=1), tmp_path, scale=2, tile=32)
+    with pytest.raises(InvalidRequestError, match="compression 'jpeg' is not one of deflate, zstd"):
+        export_cog(run.store, run.destination, run.scratch, compression="jpeg")
+    assert not run.destination.exists() and list(run.scratch.iterdir()) == []

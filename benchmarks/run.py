@@ -11,7 +11,8 @@ absolute threshold in a unit test:
 2. memory: peak resident memory of the driver and of each worker for 1×, 4× and 16× the area;
 3. start-up: `sr-geo run` on a tiny scene, and how it splits (imports, Ray, Prefect);
 4. stage breakdown and export throughput, and a projection to a full Sentinel-2 tile;
-5. export alone with one thread and with every core: how much of it more cores carry.
+5. export alone with one thread and with every core, for each COG codec: how much of it more cores carry;
+6. the store's codec: Zarr write and read speed and size of a real model output under candidate codecs.
 
 Each case runs in its own process so that peak-memory high-water marks are per case.
 """
@@ -156,6 +157,53 @@ def case_export(size: int, rounds: int = 3) -> dict:
     return {"size": size, "output_megapixels": megapixels, "cores": cores, "rounds": rounds, "codecs": codecs}
 
 
+def case_store_codecs(rounds: int = 3) -> dict:
+    """Write and read the float32 output of a cnn ×4 run on the bundled Sentinel-2 demo crop (real
+    imagery, so its compressibility is a model output's) with the store's codec and the alternatives,
+    alternated `rounds` times; best round of each. Chunks as the store makes them: one per tile core.
+    """
+    import numpy as np
+    import zarr
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    from flows.scene import super_resolve_scene
+    from sr_geo.store import CODEC, TileStore
+    from workers.cluster import ray_session
+
+    candidates = {
+        "blosc lz4, byte shuffle, 5 (the store's)": CODEC,
+        "blosc lz4, bit shuffle, 5": BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"),
+        "blosc zstd, byte shuffle, 1": BloscCodec(cname="zstd", clevel=1, shuffle="shuffle"),
+        "zstd 1": ZstdCodec(level=1),
+        "none": None,
+    }
+    with tempfile.TemporaryDirectory() as tmp, ray_session(num_cpus=os.cpu_count()):
+        summary = super_resolve_scene(str(REPO / "sr_geo" / "data" / "s2_virginia_demo.tif"),
+                                      str(Path(tmp) / "out.tif"), model="cnn", scale=4, tile=160, keep_store=True,
+                                      workdir=str(Path(tmp) / "work"))
+        store = TileStore.open(summary["store"], mode="r")
+        values, chunks = store.group["output"][...], store.group["output"].chunks
+        best = {name: {"write": float("inf"), "read": float("inf")} for name in candidates}
+        sizes = {}
+        for _ in range(rounds):
+            for name, codec in candidates.items():
+                folder = Path(tmp) / f"codec{len(sizes)}-{time.perf_counter_ns()}"
+                array = zarr.create_array(str(folder), shape=values.shape, chunks=chunks, dtype=values.dtype,
+                                          compressors=codec, fill_value=np.nan)
+                start = time.perf_counter()
+                array[...] = values
+                best[name]["write"] = min(best[name]["write"], time.perf_counter() - start)
+                start = time.perf_counter()
+                back = array[...]
+                best[name]["read"] = min(best[name]["read"], time.perf_counter() - start)
+                assert np.array_equal(back, values, equal_nan=True)
+                sizes[name] = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    megabytes = values.nbytes / 1e6
+    return {"megabytes": megabytes, "shape": list(values.shape), "chunks": list(chunks), "rounds": rounds,
+            "codecs": {name: {"write_mb_per_s": megabytes / t["write"], "read_mb_per_s": megabytes / t["read"],
+                              "ratio": values.nbytes / sizes[name]} for name, t in best.items()}}
+
+
 def case_startup() -> dict:
     """Wall time of `sr-geo run` on a tiny scene (fresh and warm Prefect home) and its parts, and with
     a Ray head and a Prefect server already running (how scheduled deployments run).
@@ -250,6 +298,14 @@ def markdown(results: dict) -> str:
                      f"of export does not run in parallel; 16 cores would give about "
                      f"{row['projected_mp_per_s_16_cores']:.0f} output MP/s.")
     lines.append("")
+    sc = results["store_codecs"]
+    lines += [
+        f"## Store codec (cnn ×4 output of the bundled Sentinel-2 demo crop, float32 {sc['shape']}, "
+        f"{sc['megabytes']:.0f} MB, chunks {sc['chunks']}; best of {sc['rounds']} rounds)", "",
+        "| codec | write MB/s | read MB/s | ratio |", "|---|---|---|---|",
+        *[f"| {name} | {c['write_mb_per_s']:.0f} | {c['read_mb_per_s']:.0f} | {c['ratio']:.2f} |"
+          for name, c in sc["codecs"].items()], "",
+    ]
     st = results["startup"]
     lines += [
         "## Start-up (`sr-geo run` on a 64² scene, bicubic)", "",
@@ -285,7 +341,7 @@ def project_s2(eff: dict, export: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--case", choices=["pipeline", "export", "startup"])
+    parser.add_argument("--case", choices=["pipeline", "export", "store-codecs", "startup"])
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--model", default="cnn")
     parser.add_argument("--scale", type=int, default=4)
@@ -307,6 +363,9 @@ def main() -> None:
     if args.case == "export":
         print(json.dumps(case_export(args.size, args.rounds)))
         return
+    if args.case == "store-codecs":
+        print(json.dumps(case_store_codecs(args.rounds)))
+        return
     efficiency = _case("pipeline", size=args.size, model=args.model, scale=args.scale,
                        batch_size=args.batch_size, tile=args.tile, rounds=args.rounds)
     memory = [_case("pipeline", size=int(s), model="bicubic", scale=4, batch_size=args.batch_size, tile=args.tile,
@@ -320,7 +379,7 @@ def main() -> None:
         "machine": f"{os.cpu_count()} CPU cores, no GPU" if not _has_gpu() else f"{os.cpu_count()} cores + GPU",
         "command": "python -m benchmarks.run " + " ".join(sys.argv[1:]),
         "efficiency": efficiency, "memory": memory, "bands": bands, "export": export,
-        "startup": _case("startup"), "projection": project_s2(efficiency, export),
+        "store_codecs": _case("store-codecs", rounds=args.rounds), "startup": _case("startup"), "projection": project_s2(efficiency, export),
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -31,11 +31,11 @@ from sr_geo.scene import SceneInfo
 
 FORMAT = "sr-geo-store/1"
 # LZ4 with byte shuffle for every array. Measured on cnn ×4 outputs of real Sentinel-2 crops, against
-# bit shuffle: float32 chunks of 640² written 1.26× and read 1.37× faster for 3 % more bytes
-# (`python -m benchmarks.run --case store-codecs`), chunks of 1024² 2× and 4× faster. Near-noise float
-# mantissas barely compress whatever the codec (ratio 1.34 vs 1.38; ZSTD 1.35), so speed decides. The
-# output is the bulk of a run's I/O (31 GB for a Sentinel-2 tile at ×4): actors write it, export
-# reads it back.
+# bit shuffle: float32 chunks of 640² written 1.03–1.26× and read 1.18–1.37× faster (two runs of
+# `python -m benchmarks.run --case store-codecs`) for 3 % more bytes, chunks of 1024² 2× and 4×.
+# Near-noise float mantissas barely compress whatever the codec (ratio 1.34 vs 1.38; ZSTD 1.35), so
+# speed decides. The output is the bulk of a run's I/O (31 GB for a Sentinel-2 tile at ×4): actors
+# write it, export reads it back.
 CODEC = zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 
 

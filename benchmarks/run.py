@@ -185,9 +185,9 @@ def case_store_codecs(rounds: int = 3) -> dict:
         values, chunks = store.group["output"][...], store.group["output"].chunks
         best = {name: {"write": float("inf"), "read": float("inf")} for name in candidates}
         sizes = {}
-        for _ in range(rounds):
-            for name, codec in candidates.items():
-                folder = Path(tmp) / f"codec{len(sizes)}-{time.perf_counter_ns()}"
+        for round_ in range(rounds):
+            for index, (name, codec) in enumerate(candidates.items()):
+                folder = Path(tmp) / f"round{round_}-codec{index}"
                 array = zarr.create_array(str(folder), shape=values.shape, chunks=chunks, dtype=values.dtype,
                                           compressors=codec, fill_value=np.nan)
                 start = time.perf_counter()

@@ -1,10 +1,10 @@
 """Starting what a run needs side by side instead of one after the other.
 
 `sr-geo run` on a 64² scene spent most of its 16–26 s waiting, in turn, for the pipeline's imports,
-Ray's local start and Prefect's temporary API server. Here Prefect's own temporary server (the one
-its client would start on first use, reused by that client because it is the same singleton) starts
-in a helper thread, which then imports the flow's modules, while Ray starts in the main thread:
-Ray ties the life of the processes it starts to the thread that starts them.
+Ray's local start and Prefect's temporary API server. Here a helper thread reads Prefect's settings,
+starts a temporary server (`flows.prefect_server`) when none is configured and imports the flow's
+modules, while Ray starts in the main thread: Ray ties the life of the processes it starts to the
+thread that starts them.
 """
 
 from __future__ import annotations
@@ -15,25 +15,27 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from flows.prefect_server import TemporaryServer
 from sr_geo.errors import InvalidRequestError
 from workers.cluster import ray_session
 
 
 def _prepare(prefect_api_url: str | None, preload: str, result: dict) -> None:
-    """In a helper thread: check the configured Prefect API, or start Prefect's temporary server when
-    none is, then import `preload`."""
+    """In a helper thread: check the configured Prefect API, or start a temporary server when none is,
+    then import `preload` while the server comes up. Puts the URL to report to in `result`."""
     try:
-        from prefect.settings import PREFECT_API_URL
+        from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
 
         configured = prefect_api_url or PREFECT_API_URL.value()
         if configured:
             _check_prefect_api(configured)
+            importlib.import_module(preload)
+            result["url"] = configured
         else:
-            from prefect.server.api.server import SubprocessASGIServer
-
-            result["server"] = server = SubprocessASGIServer()
-            server.start()
-        importlib.import_module(preload)
+            result["server"] = server = TemporaryServer()
+            importlib.import_module(preload)
+            server.wait_until_up(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+            result["url"] = server.url
     except BaseException as exc:  # re-raised in the caller's thread
         result["error"] = exc
 
@@ -70,7 +72,7 @@ def run_services(ray_address: str | None, prefect_api_url: str | None, preload: 
             helper.join()
             if "error" in prepared:
                 raise prepared["error"]
-            with using_prefect_api(prefect_api_url):
+            with using_prefect_api(prepared["url"]):
                 yield
     finally:
         helper.join()

@@ -1,4 +1,4 @@
-"""`flows.startup.run_services`: Ray and Prefect's temporary server started side by side, and stopped."""
+"""`flows.startup.run_services`: Ray and a temporary Prefect server started side by side, and stopped."""
 
 from __future__ import annotations
 
@@ -11,12 +11,29 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
-PROBE = """
+SERVER_CHILDREN = """
+def server_children():
+    import os
+    from pathlib import Path
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields, cmdline = stat.read_text(), (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields.rsplit(")", 1)[1].split()[1]) == os.getpid() and b"prefect_server:create_app" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+"""
+
+PROBE = SERVER_CHILDREN + """
 import json, socket
+import httpx
 import ray
 import sys
 from prefect import flow
-from prefect.server.api.server import SubprocessASGIServer
+from prefect.client.orchestration import get_client
+from prefect.settings import PREFECT_API_URL
 from flows.startup import run_services
 
 @flow
@@ -24,13 +41,16 @@ def answer() -> int:
     return 42
 
 with run_services(None, None, preload="sr_geo.export"):
-    server = SubprocessASGIServer()
-    seen = {"url": server.api_url, "running": server.running, "ray": ray.is_initialized(),
-            "preloaded": "sr_geo.export" in sys.modules, "flow": answer()}
-    seen["same_server"] = SubprocessASGIServer().api_url == seen["url"]
+    url = PREFECT_API_URL.value()
+    seen = {"url": url, "health": httpx.get(url + "/health").json(), "servers": len(server_children()),
+            "ray": ray.is_initialized(), "preloaded": "sr_geo.export" in sys.modules, "flow": answer()}
+    with get_client(sync_client=True) as client:
+        seen["runs_on_server"] = [run.name for run in client.read_flow_runs()] != []
+    seen["server_module_here"] = "prefect.server.api.server" in sys.modules
 port = int(seen["url"].split(":")[2].split("/")[0])
 with socket.socket() as probe:
     seen["server_gone"] = probe.connect_ex(("127.0.0.1", port)) != 0
+seen["servers_after"] = len(server_children())
 seen["ray_after"] = ray.is_initialized()
 print(json.dumps(seen))
 """
@@ -38,33 +58,32 @@ print(json.dumps(seen))
 
 @pytest.mark.slow
 def test_run_services_starts_ray_and_a_temporary_prefect_server_then_stops_both(cli_env) -> None:
-    """No Prefect API and no Ray address configured: both are started here, a flow runs against the
-    temporary server Prefect's client reuses (no second one), and nothing is left running afterwards."""
+    """No Prefect API and no Ray address configured: both are started here, a flow reports to the one
+    temporary server, whose package never loads into the run's process, and nothing is left running
+    afterwards."""
     done = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, env=cli_env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["url"].startswith("http://127.0.0.1:") and seen["url"].endswith("/api")
-    assert seen["running"] and seen["same_server"]
+    assert seen["health"] is True and seen["servers"] == 1 and seen["runs_on_server"]
     assert seen["ray"] and seen["preloaded"] and seen["flow"] == 42
-    assert seen["server_gone"] and not seen["ray_after"]
+    assert not seen["server_module_here"]
+    assert seen["server_gone"] and seen["servers_after"] == 0 and not seen["ray_after"]
 
 
 @pytest.mark.slow
 def test_a_configured_prefect_api_is_used_as_is(cli_env) -> None:
     """A running server given by URL is talked to; no temporary one is started beside it."""
-    probe = ("import socket\n"
-             "from flows.startup import run_services\n"
-             "from prefect.settings import PREFECT_API_URL\n"
-             "from prefect.server.api.server import SubprocessASGIServer\n"
-             "with socket.socket() as free:\n"
-             "    free.bind(('127.0.0.1', 0))\n"
-             "    port = free.getsockname()[1]\n"
-             "with SubprocessASGIServer(port=port) as running:  # a server of its own, not the temporary one\n"
-             "    url = running.api_url\n"
-             "    with run_services(None, url, preload='json'):\n"
-             "        print(SubprocessASGIServer().running, PREFECT_API_URL.value() == url)")
+    probe = SERVER_CHILDREN + (
+        "from flows.startup import run_services\n"
+        "from prefect.settings import PREFECT_API_URL\n"
+        "from prefect.server.api.server import SubprocessASGIServer\n"
+        "with SubprocessASGIServer() as running:  # a server started apart, by Prefect's own class\n"
+        "    url = running.api_url\n"
+        "    with run_services(None, url, preload='json'):\n"
+        "        print(len(server_children()), PREFECT_API_URL.value() == url)")
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=cli_env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "False True"
+    assert done.stdout.strip().splitlines()[-1] == "0 True"

@@ -1,0 +1,68 @@
+"""A temporary local Prefect API server, for runs with no Prefect server configured.
+
+Prefect's client starts one itself on first use (`SubprocessASGIServer`), but reaching that class
+imports Prefect's whole server package (FastAPI, SQLAlchemy, every API route) into the client's
+process: 3.8 s on a 2-core machine, spent again by the server's own process and competing with
+Ray's start for the same cores. Here only the server's process imports it; the run's process goes
+on starting Ray and reports to the server's URL as it would to any configured server.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+
+
+def create_app():
+    """uvicorn's factory, called in the server's process: Prefect's API app as Prefect's own temporary
+    server serves it (ephemeral: no UI, no background services; final: the only app of its process)."""
+    from prefect.server.api.server import create_app as create_prefect_app
+
+    return create_prefect_app(ephemeral=True, final=True)
+
+
+class TemporaryServer:
+    """Prefect's API under uvicorn on a free loopback port, from construction until `stop`.
+
+    It uses the database of the Prefect settings it inherits (`PREFECT_HOME`, or
+    `PREFECT_SERVER_DATABASE_CONNECTION_URL`), as Prefect's temporary server does.
+    """
+
+    def __init__(self) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/api"
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", f"{__name__}:create_app", "--host", "127.0.0.1",
+             "--port", str(port), "--log-level", "error", "--lifespan", "on"])
+
+    def wait_until_up(self, timeout: float) -> None:
+        """Returns once the API answers its health check; raises if the server exits or `timeout` passes."""
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=2) as client:
+            while time.monotonic() < deadline:
+                if self._process.poll() is not None:
+                    raise RuntimeError(f"the temporary Prefect server at {self.url} exited with code "
+                                       f"{self._process.returncode} before answering (see its output above)")
+                try:
+                    if client.get(f"{self.url}/health").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.1)
+        raise TimeoutError(f"the temporary Prefect server at {self.url} did not answer within {timeout:.0f} s; "
+                           "raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS on a busy machine")
+
+    def stop(self) -> None:
+        """Ends the server: SIGTERM lets uvicorn close the database; a server that hangs is killed."""
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()

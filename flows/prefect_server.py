@@ -16,6 +16,8 @@ import time
 
 import httpx
 
+from sr_geo.errors import InvalidRequestError
+
 
 def create_app():
     """uvicorn's factory, called in the server's process: Prefect's API app as Prefect's own temporary
@@ -42,21 +44,24 @@ class TemporaryServer:
              "--port", str(port), "--log-level", "error", "--lifespan", "on"])
 
     def wait_until_up(self, timeout: float) -> None:
-        """Returns once the API answers its health check; raises if the server exits or `timeout` passes."""
+        """Returns once the API answers its health check; fails in one line if the server exits or
+        `timeout` passes (what to do is in the message)."""
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=2) as client:
             while time.monotonic() < deadline:
                 if self._process.poll() is not None:
-                    raise RuntimeError(f"the temporary Prefect server at {self.url} exited with code "
-                                       f"{self._process.returncode} before answering (see its output above)")
+                    raise InvalidRequestError(
+                        f"the temporary Prefect server at {self.url} exited with code {self._process.returncode} "
+                        "before answering (its output is above); or set PREFECT_API_URL to a running server")
                 try:
                     if client.get(f"{self.url}/health").status_code == 200:
                         return
                 except httpx.TransportError:
                     pass
                 time.sleep(0.1)
-        raise TimeoutError(f"the temporary Prefect server at {self.url} did not answer within {timeout:.0f} s; "
-                           "raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS on a busy machine")
+        raise InvalidRequestError(
+            f"the temporary Prefect server at {self.url} did not answer within {timeout:g} s; raise "
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS on a busy machine, or set PREFECT_API_URL to a running server")
 
     def stop(self) -> None:
         """Ends the server: SIGTERM lets uvicorn close the database; a server that hangs is killed."""

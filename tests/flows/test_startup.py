@@ -87,3 +87,26 @@ def test_a_configured_prefect_api_is_used_as_is(cli_env) -> None:
                           timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "0 True"
+
+
+@pytest.mark.slow
+def test_a_temporary_server_that_does_not_come_up_fails_the_run_in_one_line(cli_env, make_raster, tmp_path) -> None:
+    """Prefect's own start-up timeout applies; the run stops before any work, leaves nothing at the
+    output path and no server behind."""
+    scene = make_raster(64, 64)
+    out = tmp_path / "out.tif"
+    env = {**cli_env, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "0"}
+    probe = SERVER_CHILDREN + (
+        "import subprocess, sys\n"
+        f"done = subprocess.run([sys.executable, '-m', 'flows.cli', 'run', {str(scene)!r}, '-o', {str(out)!r}, "
+        "'--model', 'bicubic'], capture_output=True, text=True)\n"
+        "print(done.returncode, len(server_children()))\n"
+        "print(done.stderr.strip().splitlines()[-1])")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    status, last = done.stdout.strip().splitlines()[-2:]
+    assert status == "2 0"
+    assert last.startswith("sr-geo: error: the temporary Prefect server at http://127.0.0.1:")
+    assert "did not answer within 0 s" in last
+    assert not out.exists()

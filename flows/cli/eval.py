@@ -49,21 +49,26 @@ def command(hr_rasters: tuple[str, ...], models: str | None, stack: bool, frame_
     weights = dict(_pair(arg) for arg in weight_args)
     config = EvalConfig(scale=scale, crop=crop, zero_fill=not keep_zeros, rgb=_bands(rgb) if rgb else None)
     validate_eval_request(sources, names, config, weights, output_dir)
+    from flows.startup import run_services  # Prefect and Ray load only once the request is valid
+
     if stack:
         counts = _counts(frame_counts)
         StackEvalConfig(scale=scale, frames=counts, crop=crop, zero_fill=not keep_zeros)  # refuse bad counts now
-        from flows.evaluate import evaluate_stacks
+        with run_services(ray_address, None, preload="flows.evaluate"):
+            from flows.evaluate import evaluate_stacks
 
-        result = evaluate_stacks(sources, names, scale, output_dir, frames=counts, crop=crop, weights=weights,
-                                 zero_fill=not keep_zeros, tile=tile, batch_size=batch_size, device=device,
-                                 ray_address=ray_address)
+            result = evaluate_stacks(sources, names, scale, output_dir, frames=counts, crop=crop, weights=weights,
+                                     zero_fill=not keep_zeros, tile=tile, batch_size=batch_size, device=device,
+                                     ray_address=ray_address)
         click.echo(Path(result["table"]).read_text())
         click.echo(f"wrote {result['table']}, {result['csv']}")
         return
-    from flows.evaluate import evaluate_models  # Prefect and Ray load only once the request is valid
+    with run_services(ray_address, None, preload="flows.evaluate"):
+        from flows.evaluate import evaluate_models
 
-    result = evaluate_models(sources, names, scale, output_dir, crop=crop, weights=weights, zero_fill=not keep_zeros,
-                             rgb=config.rgb, tile=tile, batch_size=batch_size, device=device, ray_address=ray_address)
+        result = evaluate_models(sources, names, scale, output_dir, crop=crop, weights=weights,
+                                 zero_fill=not keep_zeros, rgb=config.rgb, tile=tile, batch_size=batch_size,
+                                 device=device, ray_address=ray_address)
     click.echo(Path(result["table"]).read_text())
     click.echo(f"wrote {result['table']}, {result['csv']}, {result['grid']}")
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +15,8 @@ from click.testing import CliRunner
 from conftest import smooth_texture, write_raster
 from flows.cli import main
 from sr_geo.models import registry
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
@@ -71,3 +76,14 @@ def test_eval_refuses_bad_requests(make_raster, tmp_path, args, message):
 def test_eval_refuses_a_glob_that_matches_nothing(tmp_path):
     result = CliRunner().invoke(main, ["eval", str(tmp_path / "*.tif"), "-o", str(tmp_path / "out")])
     assert result.exit_code == 2 and "matches no file" in result.stderr
+
+
+@pytest.mark.slow
+def test_eval_command_starts_its_own_services(make_raster, tmp_path, cli_env):
+    """`sr-geo eval` with nothing configured: Ray and a temporary Prefect server start for it, as for `run`."""
+    hr = make_raster(64, 64, bands=2, seed=3, name="hr.tif")
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "eval", str(hr), "-o", str(tmp_path / "eval"),
+                           "--tile", "16"], cwd=REPO, env=cli_env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "eval" / "eval_x4.csv") as handle:
+        assert [row["model"] for row in csv.DictReader(handle)] == ["bicubic", "lanczos"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -93,20 +94,27 @@ def test_a_configured_prefect_api_is_used_as_is(cli_env) -> None:
 def test_a_temporary_server_that_does_not_come_up_fails_the_run_in_one_line(cli_env, make_raster, tmp_path) -> None:
     """Prefect's own start-up timeout applies; the run stops before any work, leaves nothing at the
     output path and no server behind."""
-    scene = make_raster(64, 64)
-    out = tmp_path / "out.tif"
-    env = {**cli_env, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "0"}
-    probe = SERVER_CHILDREN + (
-        "import subprocess, sys\n"
-        f"done = subprocess.run([sys.executable, '-m', 'flows.cli', 'run', {str(scene)!r}, '-o', {str(out)!r}, "
-        "'--model', 'bicubic'], capture_output=True, text=True)\n"
-        "print(done.returncode, len(server_children()))\n"
-        "print(done.stderr.strip().splitlines()[-1])")
-    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr
-    status, last = done.stdout.strip().splitlines()[-2:]
-    assert status == "2 0"
+    scene, out = make_raster(64, 64), tmp_path / "out.tif"
+    marker = f"run-{uuid.uuid4().hex}"
+    env = {**cli_env, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "0", "SR_GEO_TEST_MARKER": marker}
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(scene), "-o", str(out), "--model", "bicubic"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("sr-geo: error: the temporary Prefect server at http://127.0.0.1:")
     assert "did not answer within 0 s" in last
     assert not out.exists()
+    assert not _servers_started_with(marker)
+
+
+def _servers_started_with(marker: str) -> list[int]:
+    """Temporary Prefect servers still running whose environment holds `marker`."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if b"prefect_server:create_app" in (proc / "cmdline").read_bytes() and marker.encode() in (
+                    proc / "environ").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found

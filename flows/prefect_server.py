@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
@@ -39,9 +40,11 @@ class TemporaryServer:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}/api"
+        # --app-dir: this package, not a `flows` folder of the user's working directory, serves the app
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", f"{__name__}:create_app", "--host", "127.0.0.1",
-             "--port", str(port), "--log-level", "error", "--lifespan", "on"])
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(__file__).resolve().parents[1]), "--factory",
+             f"{__name__}:create_app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "error",
+             "--lifespan", "on"])
 
     def wait_until_up(self, timeout: float) -> None:
         """Returns once the API answers its health check; fails in one line if the server exits or

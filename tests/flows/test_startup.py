@@ -118,3 +118,17 @@ def _servers_started_with(marker: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+@pytest.mark.slow
+def test_a_flows_folder_in_the_working_directory_does_not_replace_the_server_app(cli_env, make_raster,
+                                                                                tmp_path) -> None:
+    """Prefect projects often hold a `flows` folder; `sr-geo run` from inside one still serves Prefect's API."""
+    scene = make_raster(32, 32)
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "__init__.py").write_text("raise ImportError('the user project, not sr-geo')\n")
+    done = subprocess.run([str(Path(sys.executable).parent / "sr-geo"), "run", str(scene), "-o",
+                           str(tmp_path / "out.tif"), "--model", "bicubic"], cwd=tmp_path, env=cli_env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out.tif").is_file()

@@ -77,7 +77,16 @@ def run_services(ray_address: str | None, prefect_api_url: str | None, preload: 
     finally:
         helper.join()
         if "server" in prepared:
+            _send_pending_logs()
             prepared["server"].stop()
+
+
+def _send_pending_logs() -> None:
+    """Prefect sends run logs in batches; the last of them (a crash, a cancellation) must reach the
+    temporary server before it stops, or they are lost and Prefect reports failing to send them."""
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()
 
 
 @contextmanager

@@ -73,6 +73,45 @@ def test_run_services_starts_ray_and_a_temporary_prefect_server_then_stops_both(
     assert seen["server_gone"] and seen["servers_after"] == 0 and not seen["ray_after"]
 
 
+LAST_WORDS = """
+import asyncio, os
+from prefect import flow, get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from flows.prefect_server import TemporaryServer
+from flows.startup import run_services, using_prefect_api
+
+@flow
+def speaks() -> str:
+    get_run_logger().warning("last words")
+    from prefect.runtime import flow_run
+    return flow_run.id
+
+with run_services(None, None, preload="json"):
+    run_id = speaks()
+server = TemporaryServer()  # the same database, read back through a second server
+try:
+    server.wait_until_up(60)
+    with using_prefect_api(server.url), get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+    print(sorted(log.message for log in logs))
+finally:
+    server.stop()
+"""
+
+
+@pytest.mark.slow
+def test_a_runs_last_logs_reach_the_temporary_server_before_it_stops(cli_env) -> None:
+    """Prefect batches logs (here every 60 s): those still queued when the run ends are sent before
+    the server stops, not lost with an error at exit."""
+    env = {**cli_env, "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "60"}
+    done = subprocess.run([sys.executable, "-c", LAST_WORDS], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "last words" in done.stdout.strip().splitlines()[-1]
+    assert "Error logging to API" not in done.stderr
+
+
 @pytest.mark.slow
 def test_a_configured_prefect_api_is_used_as_is(cli_env) -> None:
     """A running server given by URL is talked to; no temporary one is started beside it."""

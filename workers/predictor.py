@@ -153,6 +153,13 @@ def run_pool(
             done += len(finished)
             if on_batch is not None:
                 on_batch(finished)
+    except SystemError as exc:
+        # A signal handler that raises while Ray waits (SIGTERM from a scheduler or `kill`: SystemExit, or
+        # the flow engine's termination signal) comes back as a SystemError with that exception as its
+        # cause; re-raised as it is, the run stops instead of being retried as an ordinary failure.
+        if isinstance(exc.__cause__, BaseException) and not isinstance(exc.__cause__, Exception):
+            raise exc.__cause__ from None
+        raise
     finally:
         for actor in actors:
             ray.kill(actor)

@@ -148,6 +148,28 @@ def test_killed_run_resumes_only_missing_tiles(make_raster, random_cnn_weights, 
 
 
 @pytest.mark.slow
+def test_sigterm_stops_the_run_instead_of_retrying_it(make_raster, random_cnn_weights, tmp_path, cli_env):
+    """SIGTERM (a scheduler cancelling, `kill`) mid-inference ends the run with a non-zero exit, no output,
+    and its finished tiles kept; it used to surface from Ray's wait as an ordinary error that the infer
+    task's retry swallowed, so the run went on to finish."""
+    source = make_raster(384, 384, bands=3, dtype="uint16", seed=5)
+    weights = random_cnn_weights(scale=2)
+    work, destination = tmp_path / "work", tmp_path / "out.tif"
+    run = [*SR_GEO, "run", str(source), "-o", str(destination), "--workdir", str(work), "--model", "cnn", "--scale",
+           "2", "--weights", str(weights), "--tile", "96", "--batch-size", "2"]
+    process = subprocess.Popen(run, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               cwd=Path(__file__).resolve().parents[2])
+    deadline = time.monotonic() + 240
+    while _done_markers(work) < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=120)
+    assert process.returncode != 0
+    assert not destination.exists()
+    assert 0 < _settled_markers(work) < 4 * 4
+
+
+@pytest.mark.slow
 def test_demo_runs_on_bundled_scene(tmp_path, cli_env):
     result = sr_geo("demo", "-o", str(tmp_path), "--model", "bicubic", env=cli_env)
     assert result.returncode == 0, result.stderr

@@ -29,13 +29,12 @@ def _prepare(prefect_api_url: str | None, preload: str, result: dict) -> None:
         configured = prefect_api_url or PREFECT_API_URL.value()
         if configured:
             _check_prefect_api(configured)
-            importlib.import_module(preload)
-            result["url"] = configured
         else:
-            result["server"] = server = TemporaryServer()
-            importlib.import_module(preload)
-            server.wait_until_up(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
-            result["url"] = server.url
+            result["server"] = TemporaryServer()
+        importlib.import_module(preload)
+        if not configured:
+            result["server"].wait_until_up(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+        result["url"] = configured or result["server"].url
     except BaseException as exc:  # re-raised in the caller's thread
         result["error"] = exc
 

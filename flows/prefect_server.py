@@ -9,9 +9,12 @@ on starting Ray and reports to the server's URL as it would to any configured se
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,7 +28,16 @@ def create_app():
     server serves it (ephemeral: no UI, no background services; final: the only app of its process)."""
     from prefect.server.api.server import create_app as create_prefect_app
 
+    threading.Thread(target=_stop_when_the_run_is_gone, daemon=True).start()
     return create_prefect_app(ephemeral=True, final=True)
+
+
+def _stop_when_the_run_is_gone() -> None:
+    """The server's stdin is a pipe that only the run holds open: end of file means the run closed it
+    (`TemporaryServer.stop`) or died, even killed outright (SIGKILL, the OOM killer) with no chance to
+    stop anything; either way the server shuts down as uvicorn does on SIGTERM instead of lingering."""
+    sys.stdin.buffer.read()
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 class TemporaryServer:
@@ -44,7 +56,7 @@ class TemporaryServer:
         self._process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(__file__).resolve().parents[1]), "--factory",
              f"{__name__}:create_app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "error",
-             "--lifespan", "on"])
+             "--lifespan", "on"], stdin=subprocess.PIPE)
 
     def wait_until_up(self, timeout: float) -> None:
         """Returns once the API answers its health check; fails in one line if the server exits or
@@ -68,6 +80,7 @@ class TemporaryServer:
 
     def stop(self) -> None:
         """Ends the server: SIGTERM lets uvicorn close the database; a server that hangs is killed."""
+        self._process.stdin.close()
         self._process.terminate()
         try:
             self._process.wait(timeout=5)

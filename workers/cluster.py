@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -36,21 +38,41 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        _check_reachable(address)
-        try:
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-        except ConnectionError as exc:
-            raise InvalidRequestError(f"cannot connect to the Ray cluster at {address}: {_why(exc)}") from exc
-    else:
-        logging.getLogger(_AUTH_LOGGER).addFilter(_DEFAULT_AUTH_NOTICE)
-        # "local" never attaches to a stale cluster address left on the machine.
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                 logging_level=logging.WARNING, log_to_driver=False)
+    with _caller_keeps_sigterm():
+        if address:
+            _check_reachable(address)
+            try:
+                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            except ConnectionError as exc:
+                raise InvalidRequestError(f"cannot connect to the Ray cluster at {address}: {_why(exc)}") from exc
+        else:
+            logging.getLogger(_AUTH_LOGGER).addFilter(_DEFAULT_AUTH_NOTICE)
+            # "local" never attaches to a stale cluster address left on the machine.
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                     logging_level=logging.WARNING, log_to_driver=False)
     try:
         yield
     finally:
         ray.shutdown()
+
+
+@contextmanager
+def _caller_keeps_sigterm() -> Iterator[None]:
+    """`ray.init` installs a SIGTERM handler that exits with code 15 wherever the signal lands; a caller
+    that handles SIGTERM itself (the CLI unwinds the run and says so in one line) keeps its own, for a
+    SIGTERM that arrives while Ray starts too."""
+    handler = signal.getsignal(signal.SIGTERM)
+    if not callable(handler) or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    try:
+        yield
+    except SystemExit as exc:
+        if exc.code == signal.SIGTERM:
+            handler(signal.SIGTERM, None)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _check_reachable(address: str) -> None:

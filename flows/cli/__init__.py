@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import click
@@ -17,10 +18,22 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("GDAL_PAM_ENABLED", "NO")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler cancelling the run, `kill`, `timeout`) raised where the run is, so it unwinds
+    as Ctrl-C does: Ray and a temporary Prefect server stop, a training run saves its checkpoint, and the
+    finished tiles stay in the work store for the rerun to resume from."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 class _Group(click.Group):
-    """Every error, click's usage errors included, as one `sr-geo: error: ...` line and exit code 2."""
+    """Every error, click's usage errors included, as one `sr-geo: error: ...` line and exit code 2;
+    a stopped run as one line that says how to resume, and the shell's exit code for its signal."""
 
     def main(self, *args, **kwargs):
+        signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             return super().main(*args, standalone_mode=False, **kwargs)
         except click.exceptions.Exit as exc:
@@ -29,9 +42,11 @@ class _Group(click.Group):
             message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
             click.echo(f"sr-geo: error: {message}", err=True)
             sys.exit(2)
-        except (KeyboardInterrupt, click.Abort):
-            click.echo("sr-geo: interrupted; rerun the same command to resume", err=True)
-            sys.exit(130)
+        except (KeyboardInterrupt, click.Abort) as exc:  # click turns a KeyboardInterrupt into Abort from it
+            terminated = isinstance(exc, Terminated) or isinstance(exc.__cause__, Terminated)
+            click.echo(f"sr-geo: {'terminated' if terminated else 'interrupted'}; rerun the same command to resume",
+                       err=True)
+            sys.exit(128 + (signal.SIGTERM if terminated else signal.SIGINT))
 
 
 @click.group(cls=_Group)

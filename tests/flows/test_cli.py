@@ -149,8 +149,8 @@ def test_killed_run_resumes_only_missing_tiles(make_raster, random_cnn_weights, 
 
 @pytest.mark.slow
 def test_sigterm_stops_the_run_instead_of_retrying_it(make_raster, random_cnn_weights, tmp_path, cli_env):
-    """SIGTERM (a scheduler cancelling, `kill`) mid-inference ends the run with a non-zero exit, no output,
-    and its finished tiles kept; it used to surface from Ray's wait as an ordinary error that the infer
+    """SIGTERM (a scheduler cancelling, `kill`) mid-inference ends the run with the shell's exit code for
+    it, one line saying how to resume, no output, and its finished tiles kept; it used to surface from Ray's wait as an ordinary error that the infer
     task's retry swallowed, so the run went on to finish."""
     source = make_raster(384, 384, bands=3, dtype="uint16", seed=5)
     weights = random_cnn_weights(scale=2)
@@ -163,8 +163,9 @@ def test_sigterm_stops_the_run_instead_of_retrying_it(make_raster, random_cnn_we
     while _done_markers(work) < 2 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=120)
-    assert process.returncode != 0
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert stderr.decode().strip().splitlines()[-1] == "sr-geo: terminated; rerun the same command to resume"
     assert not destination.exists()
     assert 0 < _settled_markers(work) < 4 * 4
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -143,6 +145,47 @@ def test_a_temporary_server_that_does_not_come_up_fails_the_run_in_one_line(cli_
     assert last.startswith("sr-geo: error: the temporary Prefect server at http://127.0.0.1:")
     assert "did not answer within 0 s" in last
     assert not out.exists()
+    assert not _servers_started_with(marker)
+
+
+@pytest.mark.slow
+def test_a_run_terminated_while_its_services_start_stops_them_and_says_so(cli_env, make_raster, tmp_path) -> None:
+    """SIGTERM as soon as the temporary server exists (Ray is starting or just up) unwinds the run like one
+    terminated mid-work: exit 143, one line, no server left behind, nothing at the output path."""
+    scene, out = make_raster(64, 64), tmp_path / "out.tif"
+    marker = f"run-{uuid.uuid4().hex}"
+    run = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(scene), "-o", str(out), "--model", "bicubic"],
+                           cwd=REPO, env={**cli_env, "SR_GEO_TEST_MARKER": marker}, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not _servers_started_with(marker) and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.02)
+    run.send_signal(signal.SIGTERM)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 128 + signal.SIGTERM, stderr
+    assert stderr.strip().splitlines()[-1] == "sr-geo: terminated; rerun the same command to resume"
+    assert not out.exists()
+    assert not _servers_started_with(marker)
+
+
+@pytest.mark.slow
+def test_a_run_killed_outright_leaves_no_temporary_server_behind(cli_env, make_raster, tmp_path) -> None:
+    """SIGKILL (the OOM killer, a scheduler's last resort) gives the run no chance to stop its server;
+    the server notices and stops itself."""
+    marker = f"run-{uuid.uuid4().hex}"
+    run = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(make_raster(64, 64)), "-o",
+                            str(tmp_path / "out.tif"), "--model", "bicubic"],
+                           cwd=REPO, env={**cli_env, "SR_GEO_TEST_MARKER": marker}, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not _servers_started_with(marker) and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.02)
+    assert _servers_started_with(marker), "the run ended before its server started"
+    run.kill()
+    run.wait()
+    deadline = time.monotonic() + 60
+    while _servers_started_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert not _servers_started_with(marker)
 
 

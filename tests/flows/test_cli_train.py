@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from click.testing import CliRunner
@@ -60,3 +66,24 @@ def test_train_refuses_bad_requests_in_one_line(args, fragment, tmp_path) -> Non
     assert result.exit_code == 2
     assert fragment in result.output
     assert result.output.strip().splitlines()[-1].startswith("sr-geo: error:")
+
+
+@pytest.mark.slow
+def test_a_terminated_training_saves_its_checkpoint(make_raster, tmp_path, cli_env) -> None:
+    """SIGTERM (a scheduler preempting the job) stops training like Ctrl-C: the steps done so far are
+    checkpointed, so the rerun resumes from them instead of from the last periodic checkpoint."""
+    make_raster(256, 256, bands=3, dtype="uint16", name="scene.tif")
+    run_dir = tmp_path / "run"
+    train = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "train", f"{tmp_path}/scene.tif", "-o", str(run_dir), "--model", "cnn",
+         "--scale", "2", "--steps", "100000", "--patch", "32", "--batch-size", "2", "--feats", "8", "--blocks", "1",
+         "--val-patches", "2", "--eval-every", "2", "--threads", "1"],
+        cwd=Path(__file__).resolve().parents[2], env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in train.stdout:  # validation lines: the run is past its first steps
+        if line.startswith("step 4:"):
+            break
+    train.send_signal(signal.SIGTERM)
+    _, stderr = train.communicate(timeout=120)
+    assert train.returncode == 128 + signal.SIGTERM, stderr
+    assert stderr.strip().splitlines()[-1] == "sr-geo: terminated; rerun the same command to resume"
+    assert json.loads((run_dir / "progress.json").read_text())["step"] >= 4

@@ -47,6 +47,8 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
               help="GAN: weight of the relativistic adversarial term.")
 @click.option("--frequency-weight", default=_DEFAULTS["frequency_weight"], show_default=True, type=float,
               help="GAN: weight of the radial power-spectrum term.")
+@click.option("--hf-energy-weight", default=_DEFAULTS["hf_energy_weight"], show_default=True, type=float,
+              help="GAN: weight of the batch's energy above half Nyquist against the HR's.")
 @click.option("--attribution", default="", help="Data attribution to record in the weights' model card.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for torch [default: torch's choice].")

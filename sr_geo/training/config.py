@@ -57,6 +57,7 @@ class TrainConfig:
     adversarial_weight: float = 5e-3
     feature_matching_weight: float = 0.1
     frequency_weight: float = 1.0
+    hf_energy_weight: float = 1.0
     attribution: str = ""
     init_weights: str = ""
 

@@ -1,10 +1,11 @@
 """Losses, all on standardised pixels (one unit = one scene std of the band).
 
 The generator of the GAN is trained with L1 (fidelity), a relativistic average adversarial loss
-(realism), and two perceptual-style terms that need no pretrained network: feature matching on the
-discriminator's own features (Salimans et al. 2016; the paired form of pix2pixHD) and a
-radial power-spectrum loss that asks for the right amount of energy at each spatial frequency, which
-L1 alone under-rewards (its optimum under uncertainty is a blur).
+(realism), and perceptual-style terms that need no pretrained network: feature matching on the
+discriminator's own features (Salimans et al. 2016; the paired form of pix2pixHD), a radial
+power-spectrum loss that asks each patch for the right amount of energy at each spatial frequency,
+which L1 alone under-rewards (its optimum under uncertainty is a blur), and the batch's energy above
+half Nyquist, which keeps the most textured ground from being left short.
 """
 
 from __future__ import annotations
@@ -55,6 +56,21 @@ def radial_spectrum(sr: torch.Tensor, hr: torch.Tensor, eps: float = 1e-5) -> to
     """
     rings = _ring_means(sr.shape[-2], sr.shape[-1], sr.device)
     return (torch.log(_power_profile(sr, rings) + eps) - torch.log(_power_profile(hr, rings) + eps)).abs().mean()
+
+
+def pooled_high_frequency(sr: torch.Tensor, hr: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Absolute log ratio of the power above half Nyquist summed over the batch, output over HR.
+
+    `radial_spectrum` compares each band image with its own target in log power, so its pull is the
+    same for a smooth patch given a little too much texture as for a forest given far too little: it
+    settles at the typical patch, and the most textured ground, which holds most of a scene's fine
+    detail, stays several times short of it. Summed over the batch before the log, each patch counts by
+    its energy, as in the HF-energy share of a whole scene. Same rings as `radial_spectrum` and the metric.
+    """
+    rings = _ring_means(sr.shape[-2], sr.shape[-1], sr.device)
+    high = torch.arange(1, rings.shape[1] + 1, device=sr.device) / min(sr.shape[-2:]) > 0.25
+    return (torch.log(_power_profile(sr, rings)[:, high].sum() + eps)
+            - torch.log(_power_profile(hr, rings)[:, high].sum() + eps)).abs()
 
 
 def _power_profile(x: torch.Tensor, rings: torch.Tensor) -> torch.Tensor:

@@ -53,12 +53,14 @@ class Trainer:
             "adversarial": losses.relativistic_generator_loss(real_logits, fake_logits),
             "feature_matching": losses.feature_matching(fake_features, real_features),
             "frequency": losses.radial_spectrum(sr, hr),
+            "hf_energy": losses.pooled_high_frequency(sr, hr),
         }
         total = (
             terms["l1"]
             + c.adversarial_weight * terms["adversarial"]
             + c.feature_matching_weight * terms["feature_matching"]
             + c.frequency_weight * terms["frequency"]
+            + c.hf_energy_weight * terms["hf_energy"]
         )
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()

@@ -1,4 +1,4 @@
-"""The GAN's radial power-spectrum loss: phase-free, in log power, on the rings of the HF metric."""
+"""The GAN's spectral losses: phase-free, in log power, on the rings of the HF metric."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from sr_geo.metrics import high_frequency_energy
-from sr_geo.training.losses import _power_profile, _ring_means, radial_spectrum
+from sr_geo.training.losses import _power_profile, _ring_means, pooled_high_frequency, radial_spectrum
 
 
 def texture(seed: int, shape: tuple[int, ...] = (2, 3, 48, 40)) -> torch.Tensor:
@@ -40,3 +40,16 @@ def test_rings_are_those_of_the_high_frequency_metric() -> None:
         frequency = np.arange(1, len(profile) + 1) / min(shape[-2:])
         share = profile[frequency > 0.25].sum() / profile.sum()
         assert math.isclose(share, high_frequency_energy(img[0].numpy()), rel_tol=1e-5)
+
+
+def test_pooled_high_frequency_weighs_patches_by_their_energy() -> None:
+    """Texture moved from the patch that had it to a smooth one costs nothing pooled, much per patch;
+    a shortfall of fine detail on the textured patch costs what it costs in the batch's total."""
+    textured, smooth = texture(1, (1, 1, 48, 48)), 0.01 * texture(2, (1, 1, 48, 48))
+    hr = torch.cat([textured, smooth])
+    assert pooled_high_frequency(hr, hr).item() == 0.0
+    assert pooled_high_frequency(torch.cat([smooth, textured]), hr).item() < 1e-4
+    assert radial_spectrum(torch.cat([smooth, textured]), hr).item() > 4.0
+    assert math.isclose(pooled_high_frequency(2 * hr, hr, eps=0.0).item(), math.log(4), rel_tol=1e-5)
+    half = torch.cat([0.5 * textured, smooth])
+    assert pooled_high_frequency(half, hr).item() > 0.9 * math.log(4)  # the smooth patch's share is tiny

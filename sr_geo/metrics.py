@@ -188,6 +188,12 @@ def frequency_rings(height: int, width: int, one_sided: bool = False) -> np.ndar
     return np.rint(radius * min(height, width)).astype(np.int64)
 
 
+def high_rings(height: int, width: int, fraction: float = 0.5) -> np.ndarray:
+    """Which of rings 1 .. min(H, W) // 2 (`frequency_rings`) lie above `fraction` of Nyquist: the
+    high frequencies of `high_frequency_energy` and of the GAN's pooled high-frequency loss."""
+    return np.arange(1, min(height, width) // 2 + 1) / min(height, width) > fraction * 0.5
+
+
 def high_frequency_energy(img: np.ndarray, fraction: float = 0.5) -> float:
     """Share of the radially averaged power spectrum above `fraction` of Nyquist, mean over bands.
 
@@ -202,18 +208,17 @@ def high_frequency_energy(img: np.ndarray, fraction: float = 0.5) -> float:
         raise ValueError(f"expected an array shaped (bands, H, W), got shape {img.shape}")
     height, width = img.shape[1:]
     ring = frequency_rings(height, width)
-    bin_width = 1.0 / min(height, width)
     n_rings = min(height, width) // 2 + 1
     inside = ring < n_rings
     counts = np.bincount(ring[inside], minlength=n_rings)
-    high = np.arange(n_rings) * bin_width > fraction * 0.5
+    high = high_rings(height, width, fraction)
 
     shares = []
     for band in img:
         power = np.abs(np.fft.fft2(band - band.mean())) ** 2
         profile = np.bincount(ring[inside], weights=power[inside], minlength=n_rings)[1:] / counts[1:]
         total = profile.sum()
-        shares.append(profile[high[1:]].sum() / total if total > 0 else 0.0)
+        shares.append(profile[high].sum() / total if total > 0 else 0.0)
     return float(np.mean(shares))
 
 

@@ -15,7 +15,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from sr_geo.metrics import frequency_rings
+from sr_geo.metrics import frequency_rings, high_rings
 
 
 def l1(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
@@ -68,7 +68,7 @@ def pooled_high_frequency(sr: torch.Tensor, hr: torch.Tensor, eps: float = 1e-6)
     its energy, as in the HF-energy share of a whole scene. Same rings as `radial_spectrum` and the metric.
     """
     rings = _ring_means(sr.shape[-2], sr.shape[-1], sr.device)
-    high = torch.arange(1, rings.shape[1] + 1, device=sr.device) / min(sr.shape[-2:]) > 0.25
+    high = torch.from_numpy(high_rings(sr.shape[-2], sr.shape[-1])).to(sr.device)
     return (torch.log(_power_profile(sr, rings)[:, high].sum() + eps)
             - torch.log(_power_profile(hr, rings)[:, high].sum() + eps)).abs()
 

@@ -150,8 +150,8 @@ def test_killed_run_resumes_only_missing_tiles(make_raster, random_cnn_weights, 
 @pytest.mark.slow
 def test_sigterm_stops_the_run_instead_of_retrying_it(make_raster, random_cnn_weights, tmp_path, cli_env):
     """SIGTERM (a scheduler cancelling, `kill`) mid-inference ends the run with the shell's exit code for
-    it, one line saying how to resume, no output, and its finished tiles kept; it used to surface from Ray's wait as an ordinary error that the infer
-    task's retry swallowed, so the run went on to finish."""
+    it, one line saying how to resume, no output, and its finished tiles kept; it used to surface from
+    Ray's wait as an ordinary error that the infer task's retry swallowed, so the run went on to finish."""
     source = make_raster(384, 384, bands=3, dtype="uint16", seed=5)
     weights = random_cnn_weights(scale=2)
     work, destination = tmp_path / "work", tmp_path / "out.tif"

@@ -74,5 +74,7 @@ def super_resolve_timeseries(
         stack = Stack.from_attrs(stack_attrs)
         frames = [{"path": f.path, "acquired": f.acquired, "date_source": f.date_source, "read": f.read.kind,
                    "shift": f.shift} for f in stack.frames]
+        # Where a temporal model puts its output (sr_geo.models.rnn): the frames' mean shift from the reference.
+        centroid = [float(v) for v in stack.shifts().mean(axis=0)]
         return run.finish(store_url, stack.frames[stack.reference].path, device, quicklook, keep_store,
-                          frames=frames, reference=stack.reference, order=stack.order)
+                          frames=frames, reference=stack.reference, order=stack.order, centroid=centroid)

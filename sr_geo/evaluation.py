@@ -427,7 +427,8 @@ def _format(value: float, fmt: str) -> str:
 STACK_FRAMES = (1, 2, 4, 8)
 # Per-frame noise in HR band standard deviations: the middle of the training range of the models.
 STACK_NOISE_STD = 0.015
-# The training synthesis without missing frames, so every evaluated frame has clear pixels.
+# The training synthesis without missing frames, so every evaluated frame has clear pixels, and with each frame's
+# jitter independent (not centred on the stack), as real acquisitions' are: the truth lies off the frames' centroid.
 STACK_SYNTHESIS = StackSynthesis(missing=0.0)
 MEDIAN_BICUBIC = "bicubic (median of frames)"
 
@@ -577,7 +578,7 @@ def write_stack_table(rows: Sequence[StackRow], md_path: str, csv_path: str, con
         "",
         f"One synthetic stack of {max(config.frames)} frames per HR reference: SensorModel(scale={sensor.scale}, "
         f"mtf_nyquist={sensor.mtf_nyquist}, noise_std={sensor.noise_std} × band std) of the HR image with, per frame, "
-        f"a sub-pixel shift within ±{STACK_SYNTHESIS.jitter} LR px, gain in {STACK_SYNTHESIS.gain} about the band mean, offset within "
+        f"an independent sub-pixel shift within ±{STACK_SYNTHESIS.jitter} LR px, gain in {STACK_SYNTHESIS.gain} about the band mean, offset within "
         f"±{STACK_SYNTHESIS.offset} band std and a synthetic cloud mask (clear with probability {STACK_SYNTHESIS.clear}, "
         f"else {STACK_SYNTHESIS.cover[0]:.0%}–{STACK_SYNTHESIS.cover[1]:.0%} cover; seed {config.seed}). K frames = "
         "the first K. Temporal models see the K frames through `super_resolve_timeseries`; single-image models the "

@@ -22,16 +22,23 @@ from sr_geo.metrics import phase_correlation_shift
 # Fewer common valid pixels than this fraction of the window leave too little to correlate: the frame's
 # shift is then unknown (None), which a temporal model treats as aligned.
 MIN_VALID_FRACTION = 0.25
+# Geolocation jitter between revisits of one grid is a fraction of a pixel (Slovenia's Sentinel-2 dates: up to
+# 0.8 px apart). A correlation peak farther away than this locked onto something else (an unmasked cloud, a
+# changed field: Slovenia's cloudy date peaks at 12 px): the shift is then unknown too, rather than a number that
+# would drag the frames' centroid, where a temporal model puts its output, away from the ground.
+MAX_SHIFT = 1.5
 
 
 def estimate_shift(
     reference: np.ndarray, moving: np.ndarray, reference_valid: np.ndarray, moving_valid: np.ndarray
 ) -> tuple[float, float] | None:
     """(dy, dx) in pixels such that moving(r, c) ≈ reference(r + dy, c + dx), or None when the two share
-    too few valid pixels; images are (bands, h, w), validity (h, w)."""
+    too few valid pixels or the peak lies beyond `MAX_SHIFT`; images are (bands, h, w), validity (h, w)."""
     if (reference_valid & moving_valid).mean() < MIN_VALID_FRACTION:
         return None
     dy, dx = phase_correlation_shift(_brightness(moving, moving_valid), _brightness(reference, reference_valid))
+    if max(abs(dy), abs(dx)) > MAX_SHIFT:
+        return None
     return -dy, -dx
 
 

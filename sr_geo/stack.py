@@ -15,7 +15,8 @@ Registration. Frames read on the reference lattice are never resampled, yet thei
 a fraction of a pixel, which is what fusion lives on. Each frame's sub-pixel shift against the reference
 frame is measured once, over the central `SHIFT_WINDOW`² pixels of the reference grid
 (`sr_geo.registration`), and recorded with the frame (`Frame.shift`, None when too few pixels are valid in
-both) for temporal models to place its samples; the run report lists them.
+both or the correlation finds no sub-pixel jitter but a distant peak) for temporal models to place its samples;
+the run report lists them.
 
 Time order. Frames are ordered by acquisition date, taken from the first of: the STAC item's
 `datetime`; a raster tag (ACQUISITIONDATETIME, ACQUISITIONDATE, ACQUISITION_DATE, DATE_ACQUIRED,

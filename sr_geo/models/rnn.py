@@ -1,28 +1,32 @@
 """A band-agnostic recurrent fusion network: many acquisitions of one place in, one super-resolved image out.
 
-Every frame is encoded by the same small residual CNN, seeing itself, the masked median composite of all
-frames (the reference that lets the encoder express each frame relative to the others, as HighRes-net
-pairs frames with a median reference) and its own validity. The encoder's first layer also knows where
-the frame's samples lie: frames on the reference lattice are never resampled, and each one's sub-pixel
+The output lies at the frames' centroid: every acquisition's geolocation is off by its own jitter and
+registration measures only their differences, so the mean position of the frames is the best estimate of
+where the ground truly is, better by √T than any one frame's (the reference's included). Every frame is
+encoded by the same small residual CNN, seeing itself, the masked median composite of the aligned frames
+(the reference that lets the encoder express each frame relative to the others, as HighRes-net pairs
+frames with a median reference) and its own validity. The encoder's first layer also knows where the
+frame's samples lie: frames enter fusion as they were read, never resampled, and each one's sub-pixel
 shift (measured once per stack before tiling, `sr_geo.registration`) selects its 3 × 3 kernel,
-interpolated from a lattice of kernels over the shift (`ShiftKernels`), so a frame's pixels enter
-fusion as samples of the scene at their own positions rather than as if all frames were aligned.
-A convolutional GRU then fuses the frames in date order and, with its own state weights, in reverse
-order, so no frame is privileged by its position; the two final states are merged, refined by residual
-blocks and upsampled by pixel shuffle into the detail that fusion adds to a single-image prediction: a CNN (`sr_geo.models.cnn.CNN`) run on the
-masked mean composite, which averages the frames' noise away. Training starts that CNN from the
-shipped single-image weights, so fusion spends its capacity on what only several frames tell (the
-sub-pixel samples of the jittered acquisitions), not on relearning single-image super-resolution; an
-untrained network is exactly bicubic of the mean composite, as the CNN's skip makes it bicubic.
+interpolated from a lattice of kernels over the shift (`ShiftKernels`), so a frame's pixels enter fusion
+as samples of the scene at their own positions rather than as if all frames were aligned. A
+convolutional GRU then fuses the frames in date order and, with its own state weights, in reverse order,
+so no frame is privileged by its position; the two final states are merged, refined by residual blocks
+and upsampled by pixel shuffle into the detail that fusion adds to a single-image prediction: a CNN (`sr_geo.models.cnn.CNN`) run on the masked mean composite of the frames aligned by
+their shifts (`sr_geo.models.temporal.aligned_composites`), which averages the frames' noise away without
+blurring the scene by their jitter. Training starts that CNN from the shipped single-image weights, so
+fusion spends its capacity on what only several frames tell (the sub-pixel samples of the jittered
+acquisitions), not on relearning single-image super-resolution; an untrained network is exactly bicubic
+of the aligned mean composite, as the CNN's skip makes it bicubic.
 
 Masking: the GRU's update gate is multiplied by each frame's validity, so an invalid pixel (cloud,
 nodata, a frame that does not cover it) leaves the state untouched; a fully masked frame is a no-op.
 Training only ever showed clouds masked, so at inference a cloud nobody masked would be fused as ground:
 before anything else, frames' pixels whose brightness is an outlier among the pixel's frames are masked
 as a cloud mask would have (`screen_outliers`; `outlier_threshold` None turns it off).
-The state-to-state kernels are 1 × 1 and the composites are per pixel, so the receptive radius is the
-larger of the base CNN's and that of encoder + input gates + decoder, the same for 1 frame or 100: one
-halo serves every stack.
+The state-to-state kernels are 1 × 1 and the composites reach only the few pixels that aligning reads, so
+the receptive radius is the larger of the base CNN's and that of encoder + input gates + decoder, plus
+that reach, the same for 1 frame or 100: one halo serves every stack.
 
 Bands are folded into the batch and exchange information through their mean (`sr_geo.models.bands`),
 as in the CNN, so one set of weights serves any band count.
@@ -38,7 +42,7 @@ from sr_geo.models.bands import unfold_bands
 from sr_geo.models.base import SRModel
 from sr_geo.models.cnn import CNN, ResidualBlock, conv3x3, pixel_shuffle_upsampler
 from sr_geo.models.receptive import theoretical_radius
-from sr_geo.models.temporal import OUTLIER_THRESHOLD, SingleImageView, masked_mean, masked_median, screen_outliers
+from sr_geo.models.temporal import OUTLIER_THRESHOLD, SingleImageView, aligned_composites, screen_outliers
 
 
 class MaskedGRUCell(nn.Module):
@@ -61,9 +65,9 @@ class MaskedGRUCell(nn.Module):
         return h + z * (n - h)
 
 
-# Shifts are centred on their mean over the stack's frames (the stack's geometric centre, which the output
-# grid is aligned to, as the mean composite is) and the kernel lattice spans ±SHIFT_REACH LR pixels in
-# SHIFT_LATTICE steps per axis (a quarter pixel: one HR pixel at ×4); farther shifts take the edge kernels.
+# Shifts are centred on their mean over the stack's frames (the stack's centroid, which the output is aligned
+# to) and the kernel lattice spans ±SHIFT_REACH LR pixels in SHIFT_LATTICE steps per axis (a quarter pixel:
+# one HR pixel at ×4); farther shifts take the edge kernels.
 SHIFT_LATTICE = 9
 SHIFT_REACH = 1.0
 
@@ -143,11 +147,12 @@ class RNN(SRModel):
         → (N, C, H·s, W·s)."""
         n, frames, bands, height, width = x.shape
         shifts = x.new_zeros((n, frames, 2)) if shifts is None else shifts.to(x.dtype)
+        shifts = shifts - shifts.mean(dim=1, keepdim=True)  # the output lies at the frames' centroid
         x = torch.where(valid.unsqueeze(2), x, torch.zeros_like(x))  # what an invalid pixel holds never matters
         if self.outlier_threshold is not None:
             valid = screen_outliers(x, valid, self.outlier_threshold)
             x = torch.where(valid.unsqueeze(2), x, torch.zeros_like(x))
-        reference = masked_median(x, valid)
+        reference, composite = aligned_composites(x, valid, shifts)
         mask = valid.to(x.dtype)
         per_frame = torch.stack([
             x,
@@ -155,7 +160,7 @@ class RNN(SRModel):
             mask.unsqueeze(2).expand_as(x),
         ], dim=3)  # (N, T, C, 3, H, W)
         features = self.head(per_frame.reshape(n * frames * bands, 3, height, width))
-        features = features + self.shift_kernels(x, shifts - shifts.mean(dim=1, keepdim=True))
+        features = features + self.shift_kernels(x, shifts)
         for block in self.encoder:
             features = block(features, bands)
         projected = self.project(features).reshape(n, frames, bands, 3 * self.feats, height, width)
@@ -172,4 +177,4 @@ class RNN(SRModel):
             trunk = block(trunk, bands)
         fused = fused + self.body_tail(trunk)
         detail = unfold_bands(self.tail(self.upsample(fused)), bands)
-        return self.base(masked_mean(x, valid)) + detail
+        return self.base(composite) + detail

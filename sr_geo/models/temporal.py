@@ -10,6 +10,7 @@ through their values; only through the validity itself.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from sr_geo.models.base import SRModel
 from sr_geo.models.bicubic import bicubic_upsample
@@ -33,6 +34,58 @@ def masked_mean(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """
     weights = valid.unsqueeze(2).to(x.dtype)
     return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+# Frames are aligned with shifts clamped to ±ALIGN_REACH LR pixels (as `sr_geo.models.rnn`'s shift lattice is);
+# a cubic kernel then reaches ALIGN_RADIUS pixels, which the model's receptive radius adds.
+ALIGN_REACH = 1.0
+ALIGN_RADIUS = 2
+
+
+def align_frames(x: torch.Tensor, valid: torch.Tensor, shifts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each frame (N, T, C, H, W) resampled by its shift (N, T, 2) onto the lattice of shift 0, and its validity.
+
+    A frame's pixel i samples the scene at i + shift, so the frame is read at i − shift, by Keys cubic
+    interpolation (a = −0.5), separable. The composites a model averages or takes the median of are then
+    composites of one scene position per pixel instead of a blur over the frames' jitter; the frames
+    themselves still enter fusion unresampled. A resampled pixel is valid only where every tap it reads is,
+    so a cloud's edge never leaks into its neighbours. Shifts of 0 leave a frame exactly as it is.
+    """
+    n, frames, bands, height, width = x.shape
+    offsets = torch.arange(-ALIGN_RADIUS, ALIGN_RADIUS + 1, device=x.device, dtype=x.dtype)
+    taps = keys_cubic(offsets + shifts.to(x.dtype).clamp(-ALIGN_REACH, ALIGN_REACH).reshape(n * frames, 2, 1))
+    aligned = _convolve(x.reshape(n * frames, bands, height, width), taps, outside=0.0)
+    gaps = _convolve((~valid).to(x.dtype).reshape(n * frames, 1, height, width), taps.abs(), outside=1.0)
+    return aligned.reshape(x.shape), valid & (gaps.reshape(valid.shape) < 1e-6)
+
+
+def aligned_composites(x: torch.Tensor, valid: torch.Tensor, shifts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The masked median and mean composites (N, C, H, W) of the frames aligned by `align_frames`; where no
+    aligned frame is valid (a few pixels at cloud and scene edges) those of the frames as they are."""
+    aligned, aligned_valid = align_frames(x, valid, shifts)
+    covered = aligned_valid.any(dim=1).unsqueeze(1)
+    median = torch.where(covered, masked_median(aligned, aligned_valid), masked_median(x, valid))
+    return median, torch.where(covered, masked_mean(aligned, aligned_valid), masked_mean(x, valid))
+
+
+def keys_cubic(t: torch.Tensor) -> torch.Tensor:
+    """The Keys cubic convolution kernel (a = −0.5, as GDAL's and PIL's bicubic): 1 at 0, 0 at the other integers."""
+    t = t.abs()
+    near = (1.5 * t - 2.5) * t * t + 1.0
+    far = ((-0.5 * t + 2.5) * t - 4.0) * t + 2.0
+    return torch.where(t <= 1.0, near, torch.where(t < 2.0, far, torch.zeros_like(t)))
+
+
+def _convolve(images: torch.Tensor, taps: torch.Tensor, outside: float) -> torch.Tensor:
+    """Each of the (M, C, H, W) `images` convolved with its own separable `taps` (M, 2, K): row taps along
+    H, column taps along W; beyond the image the value is `outside`."""
+    m, channels, height, width = images.shape
+    radius = taps.shape[-1] // 2
+    rows = taps[:, 0].repeat_interleave(channels, dim=0)[:, None, :, None]
+    cols = taps[:, 1].repeat_interleave(channels, dim=0)[:, None, None, :]
+    x = F.pad(images.reshape(1, m * channels, height, width), (radius,) * 4, value=outside)
+    x = F.conv2d(F.conv2d(x, cols, groups=m * channels), rows, groups=m * channels)
+    return x.reshape(m, channels, height, width)
 
 
 # A frame's pixel is screened out as an unmasked cloud or shadow when its brightness (mean over bands)
@@ -79,13 +132,19 @@ class MedianBicubic(SRModel):
         return bicubic_upsample(masked_median(x, valid), self.scale)
 
 
+# Half a pixel each way: every cubic tap of `align_frames` is then non-zero, so the probe reaches ALIGN_RADIUS.
+PROBE_SHIFT = 0.5
+
+
 class SingleImageView(SRModel):
-    """A temporal model seen as a single-image one: the image repeated as `frames` valid frames.
+    """A temporal model seen as a single-image one: the image repeated as `frames` valid frames, their
+    shifts spread over ±PROBE_SHIFT LR pixels on both axes.
 
     `sr_geo.models.receptive` probes models with (N, C, H, W) images; through this view it measures
     temporal models unchanged. The theoretical radius it finds holds for any number of frames when
     the model's recurrence is pointwise in space (as `sr_geo.models.rnn.RNN`'s is), because every frame
-    then reaches the output through the same spatial paths.
+    then reaches the output through the same spatial paths; the shifts of both signs make it include the
+    reach of aligning frames (`align_frames`) on both sides.
     """
 
     def __init__(self, model: SRModel, frames: int = 3) -> None:
@@ -95,4 +154,5 @@ class SingleImageView(SRModel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         stack = x.unsqueeze(1).expand(-1, self.frames, -1, -1, -1)
         valid = torch.ones((x.shape[0], self.frames, *x.shape[-2:]), dtype=torch.bool, device=x.device)
-        return self.model(stack, valid)
+        spread = torch.linspace(-PROBE_SHIFT, PROBE_SHIFT, self.frames, device=x.device, dtype=x.dtype)
+        return self.model(stack, valid, spread.reshape(1, -1, 1).expand(x.shape[0], -1, 2))

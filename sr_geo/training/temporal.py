@@ -17,8 +17,14 @@ white noise), one sensor per stack, plus what differs between real acquisitions:
   smooth random field thresholded at that quantile. Cloudy pixels are set to the frame's brightest
   value, as a cloud would be, and marked invalid.
 
-The jitter has zero mean, so the HR image is the stack's geometric reference, as the reference frame
-is at inference. Training (`TemporalSampler`) and `sr-geo eval --stack` use the same synthesis.
+Acquisitions' jitters are independent, so the ground truth lies off the frames' centroid by their mean
+jitter, which no registration can tell (it measures only the frames' differences); `sr-geo eval --stack`
+draws them so, and a model's output is off the truth by that much, as it would be in reality. Training
+(`TemporalSampler`) draws the same shifts `centred` on the stack: their mean is subtracted (then clamped
+to ±jitter, which moves 3 % of 8-frame shifts and their centroid by 0.002 LR px on average), so the HR
+target lies at the frames' centroid, where a temporal model puts its output (`sr_geo.models.rnn`), and the
+loss never asks for an offset the frames cannot tell. A single frame is then exactly on the target's
+lattice, as in single-image training. Everything else is the same synthesis.
 """
 
 from __future__ import annotations
@@ -38,7 +44,8 @@ MAX_FRAMES = 8  # training stacks have 1..MAX_FRAMES frames; validation stacks M
 
 @dataclass(frozen=True)
 class StackSynthesis:
-    """How the frames of one synthetic stack differ; the defaults trained `rnn_x4` and drive stack evaluation."""
+    """How the frames of one synthetic stack differ; the defaults, `centred`, trained `rnn_x4`; without it they drive
+    stack evaluation."""
 
     jitter: float = 0.5
     gain: tuple[float, float] = (0.9, 1.1)
@@ -47,6 +54,7 @@ class StackSynthesis:
     missing: float = 0.05
     cover: tuple[float, float] = (0.05, 0.6)
     registration_error: float = 0.05
+    centred: bool = False
 
     def kernel_radius(self, sensor: SensorModel) -> int:
         """HR pixels the shifted PSF reaches: the margin a window needs around its patch."""
@@ -69,6 +77,8 @@ class StackSynthesis:
         std = (torch.ones(window.shape[0]) if band_std is None else band_std).reshape(-1, 1, 1)
         crop = slice(margin // s, (window.shape[-2] - margin) // s), slice(margin // s, (window.shape[-1] - margin) // s)
         shifts = (torch.rand((count, 2), generator=generator, dtype=torch.float64) * 2 - 1) * self.jitter * s
+        if self.centred:
+            shifts = (shifts - shifts.mean(dim=0)).clamp(-self.jitter * s, self.jitter * s)
         lr = area_downsample(shifted_blur(window, sensor.psf_sigma, shifts), s)[:, :, crop[0], crop[1]]
         gains = [_uniform(generator, *self.gain) for _ in range(count)]
         offsets = [_uniform(generator, -self.offset, self.offset) for _ in range(count)]
@@ -133,7 +143,7 @@ class TemporalSampler(PatchSampler):
     pipeline's normalisation hands them to the model.
     """
 
-    synthesis = StackSynthesis()
+    synthesis = StackSynthesis(centred=True)
 
     def batch(self, step: int, size: int) -> Batch:
         generator = self.step_generator(step)

@@ -52,6 +52,15 @@ def test_too_few_common_valid_pixels_leave_the_shift_unknown():
     assert estimate_shift(lr[0], lr[1], half, other) is None
 
 
+def test_a_peak_beyond_any_jitter_leaves_the_shift_unknown():
+    """A frame whose correlation peaks pixels away (an unmasked cloud, a changed field) is not jittered by that much:
+    its shift is unknown rather than a number that would drag the stack's centroid."""
+    lr = frames()
+    valid = np.ones(lr.shape[-2:], bool)
+    assert estimate_shift(lr[0], np.roll(lr[0], 5, axis=-1), valid, valid) is None
+    assert estimate_shift(lr[0], np.roll(lr[0], 1, axis=-1), valid, valid) == pytest.approx((0.0, -1.0), abs=0.05)
+
+
 def test_a_stack_records_each_frames_shift_against_the_reference(tmp_path):
     lr = frames()
     paths = [write_raster(tmp_path / f"f_2020010{t + 1}.tif", lr[t].astype("float32")) for t in range(len(SHIFTS))]

@@ -10,13 +10,15 @@ import pytest
 import torch
 
 from conftest import smooth_texture
-from sr_geo.degrade import SensorModel
+from sr_geo.degrade import SensorModel, area_downsample
 from sr_geo.models.bicubic import bicubic_upsample
 from sr_geo.models.registry import ARCHITECTURES, ModelSpec, build_model
 from sr_geo.models.rnn import RNN, SHIFT_LATTICE, SHIFT_REACH, lattice_weights
-from sr_geo.models.temporal import OUTLIER_THRESHOLD, SingleImageView, masked_mean, masked_median, screen_outliers
+from sr_geo.models.temporal import (
+    ALIGN_RADIUS, OUTLIER_THRESHOLD, SingleImageView, align_frames, masked_mean, masked_median, screen_outliers,
+)
 from sr_geo.models.weights import save_weights
-from sr_geo.training.temporal import StackSynthesis
+from sr_geo.training.temporal import StackSynthesis, shifted_blur
 
 
 def small_rnn(scale: int = 2, seed: int = 0) -> RNN:
@@ -90,7 +92,8 @@ def test_the_base_is_the_single_image_cnn_on_the_mean_composite():
 
 
 def gradient_support(model: RNN, frames: int, size: int = 41) -> int:
-    """Farthest input pixel, over all frames, that the centre output block depends on (positive weights)."""
+    """Farthest input pixel, over all frames, that the centre output block depends on (positive weights), at
+    sub-pixel shifts of both signs, so aligning the frames reaches as far as it can."""
     probe = copy.deepcopy(model).double()
     with torch.no_grad():
         for param in probe.parameters():
@@ -100,7 +103,8 @@ def gradient_support(model: RNN, frames: int, size: int = 41) -> int:
     x = (torch.rand((1, frames, 2, size, size), generator=generator, dtype=torch.float64) + 0.5).requires_grad_(True)
     valid = torch.rand((1, frames, size, size), generator=generator) > 0.2
     valid[:, :, centre - 1 : centre + 2, centre - 1 : centre + 2] = True
-    probe(x, valid)[..., centre * s : (centre + 1) * s, centre * s : (centre + 1) * s].sum().backward()
+    shifts = torch.tensor([0.4, -0.3], dtype=torch.float64) * (-1) ** torch.arange(frames).reshape(1, -1, 1)
+    probe(x, valid, shifts)[..., centre * s : (centre + 1) * s, centre * s : (centre + 1) * s].sum().backward()
     rows, cols = torch.nonzero(x.grad.abs().sum(dim=(0, 1, 2)) > 0, as_tuple=True)
     return int(max((rows - centre).abs().max(), (cols - centre).abs().max()))
 
@@ -109,7 +113,8 @@ def test_theoretical_radius_is_computed_from_the_network_and_holds_for_any_frame
     model = small_rnn()
     radius = model.theoretical_radius
     assert radius == SingleImageView(model, frames=5).theoretical_radius
-    assert gradient_support(model, 1) == gradient_support(model, 6) == radius
+    assert gradient_support(model, 2) == gradient_support(model, 6) == radius
+    assert gradient_support(model, 1) == radius - ALIGN_RADIUS  # one frame is at its own centroid: not resampled
 
 
 def test_weights_round_trip_through_the_registry(tmp_path):
@@ -180,19 +185,59 @@ def test_shipped_weights_load_with_screening_on_and_an_unmasked_cloud_is_fused_a
 
 
 def test_shift_kernels_start_silent_and_then_place_each_frame_by_its_shift():
-    """Zero-initialised: an untrained network (or one started from weights without them) is unchanged by
-    shifts. Trained: each frame's shift matters, a shift common to all frames does not (shifts are centred
-    on the stack), and no shifts is the same as all frames aligned."""
+    """Zero-initialised: an untrained network (or one started from weights without them) changes with shifts
+    only through the aligned composites. Trained: each frame's shift matters through its kernel too, a shift
+    common to all frames does not (shifts are centred on the stack), and no shifts is the same as all frames
+    aligned."""
     x, valid = stack(2, 4, 3)
     shifts = torch.rand((2, 4, 2), generator=torch.Generator().manual_seed(1)) - 0.5
+    assert not RNN(2).shift_kernels.kernels.any()
     with torch.no_grad():
-        fresh = RNN(2, feats=8, blocks=1, encoder_blocks=1, base_feats=8, base_blocks=1).eval()
-        fresh.tail.weight.normal_(0.0, 0.1)
-        torch.testing.assert_close(fresh(x, valid, shifts), fresh(x, valid))
         model = small_rnn()
-        assert (model(x, valid, shifts) - model(x, valid)).abs().max() > 1e-3
+        unkernelled = copy.deepcopy(model)
+        unkernelled.shift_kernels.kernels.zero_()
+        assert (model(x, valid, shifts) - unkernelled(x, valid, shifts)).abs().max() > 1e-3
         torch.testing.assert_close(model(x, valid, shifts + torch.tensor([0.3, -0.7])), model(x, valid, shifts))
         torch.testing.assert_close(model(x, valid, torch.zeros_like(shifts)), model(x, valid))
+
+
+def test_the_output_lies_at_the_frames_centroid():
+    """Three frames sampling the scene at 0, 1 and 2 LR pixels to the left of the reference (shifts 0, −1, −2
+    in x) give the untrained rnn's output of the middle frame alone: the output lies at the frames' centroid,
+    the best estimate of the ground's true position, with no half-pixel offset. A frame synthesised at a
+    sub-pixel shift and aligned by it is far closer to the frame on the lattice than the frame as it is (what
+    is left is the aliasing that tells the frames apart)."""
+    x, _ = stack(1, 1, 2, size=16)
+    frames = torch.cat([torch.cat([torch.zeros_like(x[..., :k]), x[..., : 16 - k]], dim=-1) for k in range(3)], dim=1)
+    model = RNN(4, outlier_threshold=None).eval()
+    with torch.no_grad():
+        fused = model(frames, torch.ones((1, 3, 16, 16), dtype=torch.bool), torch.tensor([[[0.0, -float(k)] for k in range(3)]]))
+        middle = model(frames[:, 1:2], torch.ones((1, 1, 16, 16), dtype=torch.bool))
+    torch.testing.assert_close(fused[..., 12:-12, 12:-12], middle[..., 12:-12, 12:-12])  # bicubic reaches 2 LR px
+    sensor = SensorModel(4, mtf_nyquist=0.3, noise_std=0.0)
+    hr = torch.from_numpy(smooth_texture((1, 176, 176), seed=2))
+    synthesis = StackSynthesis(gain=(1.0, 1.0), offset=0.0, clear=1.0, missing=0.0, registration_error=0.0)
+    shifted, _, shifts = synthesis.frames(hr, 2, sensor, 24, torch.Generator().manual_seed(3))
+    on_lattice = area_downsample(shifted_blur(hr, sensor.psf_sigma, torch.zeros((1, 2), dtype=torch.float64)), 4)
+    on_lattice = on_lattice[0, :, 6:-6, 6:-6]
+    aligned, aligned_valid = align_frames(shifted[None], torch.ones((1, 2, 32, 32), dtype=torch.bool), shifts[None])
+    inner = (slice(None), slice(3, -3), slice(3, -3))
+    for t in range(2):
+        assert aligned_valid[0, t][3:-3, 3:-3].all()
+        before = (shifted[t] - on_lattice).abs()[inner].mean()
+        assert (aligned[0, t] - on_lattice).abs()[inner].mean() < 0.5 * before
+
+
+def test_aligning_keeps_a_lattice_frame_and_a_cloud_edge_does_not_leak():
+    x, valid = stack(1, 2, 2, size=10)
+    aligned, aligned_valid = align_frames(x, valid, torch.zeros((1, 2, 2)))
+    assert torch.equal(aligned, x) and torch.equal(aligned_valid, valid)
+    valid = torch.ones((1, 1, 10, 10), dtype=torch.bool)
+    valid[0, 0, :, 5] = False  # a column of cloud
+    _, aligned_valid = align_frames(x[:, :1], valid, torch.tensor([[[0.0, 0.5]]]))
+    # read at i - 0.5: taps i-2..i+1 (the tap at i+1 has a small negative weight); every pixel reading column 5
+    assert aligned_valid[0, 0, 4].tolist() == [False, False, True, True, False, False, False, False, True, False]
+    assert not aligned_valid[0, 0, :, 0].any()  # beyond the image edge is never valid
 
 
 def test_lattice_weights_interpolate_bilinearly_and_clamp_beyond_the_reach():

@@ -268,7 +268,9 @@ def test_tiled_stack_inference_equals_whole_stack_inference(tmp_path):
     mask[10:30, 5:25] = False
     frames = [
         write_raster(tmp_path / "a_20200101.tif", texture(1), mask=mask),
-        write_raster(tmp_path / "b_20200102.tif", texture(2), transform=UTM_TRANSFORM * Affine.translation(2, 1)),
+        # the first frame's ground, on the lattice moved by (1, 2) pixels, sampled one pixel farther east
+        write_raster(tmp_path / "b_20200102.tif", np.roll(texture(1), (-1, -3), axis=(1, 2)),
+                     transform=UTM_TRANSFORM * Affine.translation(2, 1)),
         write_raster(tmp_path / "c_20200103.tif", texture(3, (3, 30, 40)), transform=UTM_TRANSFORM * Affine.scale(1.6)),
         write_raster(tmp_path / "d_20200104.tif", np.zeros((3, 60, 70), "float32"), nodata=0),
     ]

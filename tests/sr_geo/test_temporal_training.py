@@ -12,6 +12,7 @@ import torch
 from conftest import smooth_texture, write_raster
 from sr_geo.degrade import DegradationRanges, SensorModel
 from sr_geo.errors import InvalidRequestError
+from sr_geo.evaluation import STACK_SYNTHESIS
 from sr_geo.metrics import phase_correlation_shift
 from sr_geo.models.cnn import CNN
 from sr_geo.models.gan import RRDBNet
@@ -54,6 +55,22 @@ def test_frames_are_jittered_by_sub_pixel_shifts_within_the_range():
     # the shifts the model is told are the frames' own: pixel i samples the scene at i + shift
     relative = (measured - measured[0]).numpy()
     np.testing.assert_allclose(-shifts, relative, atol=0.05)
+
+
+def test_training_stacks_put_the_target_at_the_frames_centroid_and_evaluation_stacks_do_not():
+    """Registration tells a model only the frames' differences, so training centres the shifts: the HR target
+    lies at the frames' centroid, where the rnn puts its output, and one frame is exactly on its lattice.
+    Evaluation draws each acquisition's jitter independently, as real ones are."""
+    sensor, margin = SensorModel(4, 0.3), 12
+    centred = StackSynthesis(centred=True, registration_error=0.0)
+    assert TemporalSampler.synthesis.centred and not STACK_SYNTHESIS.centred
+    for count, seed in [(1, 0), (2, 1), (8, 2), (8, 3)]:
+        _, _, shifts = centred.frames(window(), count, sensor, margin, torch.Generator().manual_seed(seed))
+        assert shifts.mean(dim=0).abs().max() < 0.05 and shifts.abs().max() <= centred.jitter
+        if count == 1:
+            assert shifts.abs().max() == 0.0
+    _, _, drawn = replace(centred, centred=False).frames(window(), 8, sensor, margin, torch.Generator().manual_seed(2))
+    assert drawn.mean(dim=0).abs().max() > 0.05  # the same draws, not centred
 
 
 def test_clouds_cover_what_they_claim_and_some_frames_are_missing():

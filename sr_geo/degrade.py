@@ -150,3 +150,22 @@ def gaussian_psf_kernel(sigma: float, radius: int | None = None) -> torch.Tensor
     taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
     kernel = torch.exp(-(taps**2) / (2.0 * sigma**2))
     return kernel / kernel.sum()
+
+
+def separable_convolve(images: torch.Tensor, taps: torch.Tensor, outside: float | None = None) -> torch.Tensor:
+    """Each of the (M, C, H, W) `images` convolved with its own separable `taps` (M, 2, K), K odd: taps[:, 0]
+    along H, taps[:, 1] along W, centred. Beyond the image: reflected (`outside` None) or the constant `outside`.
+
+    One grouped convolution per axis serves a whole batch of per-image kernels (a PSF centred on each frame's
+    shift, an interpolation kernel per frame), so no per-kernel loop runs.
+    """
+    m, channels, height, width = images.shape
+    radius = taps.shape[-1] // 2
+    groups = m * channels
+    rows = taps[:, 0].to(images.dtype).repeat_interleave(channels, dim=0)[:, None, :, None]
+    cols = taps[:, 1].to(images.dtype).repeat_interleave(channels, dim=0)[:, None, None, :]
+    x = images.reshape(1, groups, height, width)
+    x = F.pad(x, (radius,) * 4, mode="reflect") if outside is None else F.pad(x, (radius,) * 4, value=outside)
+    x = F.conv2d(F.conv2d(x, cols, groups=groups), rows, groups=groups)
+    return x.reshape(m, channels, height, width)
+

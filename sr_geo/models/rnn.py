@@ -42,7 +42,9 @@ from sr_geo.models.bands import unfold_bands
 from sr_geo.models.base import SRModel
 from sr_geo.models.cnn import CNN, ResidualBlock, conv3x3, pixel_shuffle_upsampler
 from sr_geo.models.receptive import theoretical_radius
-from sr_geo.models.temporal import OUTLIER_THRESHOLD, SingleImageView, aligned_composites, screen_outliers
+from sr_geo.models.temporal import (
+    OUTLIER_THRESHOLD, SHIFT_REACH, SingleImageView, aligned_composites, screen_outliers,
+)
 
 
 class MaskedGRUCell(nn.Module):
@@ -69,7 +71,6 @@ class MaskedGRUCell(nn.Module):
 # to) and the kernel lattice spans ±SHIFT_REACH LR pixels in SHIFT_LATTICE steps per axis (a quarter pixel:
 # one HR pixel at ×4); farther shifts take the edge kernels.
 SHIFT_LATTICE = 9
-SHIFT_REACH = 1.0
 
 
 class ShiftKernels(nn.Module):

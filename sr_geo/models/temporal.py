@@ -10,8 +10,8 @@ through their values; only through the validity itself.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from sr_geo.degrade import separable_convolve
 from sr_geo.models.base import SRModel
 from sr_geo.models.bicubic import bicubic_upsample
 
@@ -36,9 +36,10 @@ def masked_mean(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
-# Frames are aligned with shifts clamped to ±ALIGN_REACH LR pixels (as `sr_geo.models.rnn`'s shift lattice is);
-# a cubic kernel then reaches ALIGN_RADIUS pixels, which the model's receptive radius adds.
-ALIGN_REACH = 1.0
+# Shifts reach ±SHIFT_REACH LR pixels (farther ones count as that reach: one frame cannot be moved farther by
+# aligning it than a temporal model's shift kernels can place it); a cubic kernel then reads ALIGN_RADIUS
+# pixels around, which the model's receptive radius adds.
+SHIFT_REACH = 1.0
 ALIGN_RADIUS = 2
 
 
@@ -53,9 +54,9 @@ def align_frames(x: torch.Tensor, valid: torch.Tensor, shifts: torch.Tensor) -> 
     """
     n, frames, bands, height, width = x.shape
     offsets = torch.arange(-ALIGN_RADIUS, ALIGN_RADIUS + 1, device=x.device, dtype=x.dtype)
-    taps = keys_cubic(offsets + shifts.to(x.dtype).clamp(-ALIGN_REACH, ALIGN_REACH).reshape(n * frames, 2, 1))
-    aligned = _convolve(x.reshape(n * frames, bands, height, width), taps, outside=0.0)
-    gaps = _convolve((~valid).to(x.dtype).reshape(n * frames, 1, height, width), taps.abs(), outside=1.0)
+    taps = keys_cubic(offsets + shifts.to(x.dtype).clamp(-SHIFT_REACH, SHIFT_REACH).reshape(n * frames, 2, 1))
+    aligned = separable_convolve(x.reshape(n * frames, bands, height, width), taps, outside=0.0)
+    gaps = separable_convolve((~valid).to(x.dtype).reshape(n * frames, 1, height, width), taps.abs(), outside=1.0)
     return aligned.reshape(x.shape), valid & (gaps.reshape(valid.shape) < 1e-6)
 
 
@@ -63,9 +64,10 @@ def aligned_composites(x: torch.Tensor, valid: torch.Tensor, shifts: torch.Tenso
     """The masked median and mean composites (N, C, H, W) of the frames aligned by `align_frames`; where no
     aligned frame is valid (a few pixels at cloud and scene edges) those of the frames as they are."""
     aligned, aligned_valid = align_frames(x, valid, shifts)
-    covered = aligned_valid.any(dim=1).unsqueeze(1)
-    median = torch.where(covered, masked_median(aligned, aligned_valid), masked_median(x, valid))
-    return median, torch.where(covered, masked_mean(aligned, aligned_valid), masked_mean(x, valid))
+    covered = aligned_valid.any(dim=1, keepdim=True)  # (N, 1, H, W)
+    frames = torch.where(covered.unsqueeze(2), aligned, x)
+    frames_valid = torch.where(covered, aligned_valid, valid)
+    return masked_median(frames, frames_valid), masked_mean(frames, frames_valid)
 
 
 def keys_cubic(t: torch.Tensor) -> torch.Tensor:
@@ -74,18 +76,6 @@ def keys_cubic(t: torch.Tensor) -> torch.Tensor:
     near = (1.5 * t - 2.5) * t * t + 1.0
     far = ((-0.5 * t + 2.5) * t - 4.0) * t + 2.0
     return torch.where(t <= 1.0, near, torch.where(t < 2.0, far, torch.zeros_like(t)))
-
-
-def _convolve(images: torch.Tensor, taps: torch.Tensor, outside: float) -> torch.Tensor:
-    """Each of the (M, C, H, W) `images` convolved with its own separable `taps` (M, 2, K): row taps along
-    H, column taps along W; beyond the image the value is `outside`."""
-    m, channels, height, width = images.shape
-    radius = taps.shape[-1] // 2
-    rows = taps[:, 0].repeat_interleave(channels, dim=0)[:, None, :, None]
-    cols = taps[:, 1].repeat_interleave(channels, dim=0)[:, None, None, :]
-    x = F.pad(images.reshape(1, m * channels, height, width), (radius,) * 4, value=outside)
-    x = F.conv2d(F.conv2d(x, cols, groups=m * channels), rows, groups=m * channels)
-    return x.reshape(m, channels, height, width)
 
 
 # A frame's pixel is screened out as an unmasked cloud or shadow when its brightness (mean over bands)

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from sr_geo.degrade import SensorModel, area_downsample
+from sr_geo.degrade import SensorModel, area_downsample, separable_convolve
 from sr_geo.training.data import Batch, PatchSampler, ValidationPatch, _choice
 from sr_geo.training.split import Split
 
@@ -120,19 +120,11 @@ def shifted_blur(hr: torch.Tensor, sigma: float, shifts: torch.Tensor) -> torch.
 
     Output pixel i of frame t is the blurred scene at i + shift_t: the frame sees the scene moved by -shift_t.
     """
-    channels, height, width = hr.shape
-    frames = shifts.shape[0]
     radius = math.ceil(4.0 * sigma + float(shifts.abs().max()))
-    x = hr.unsqueeze(0).expand(frames, -1, -1, -1).reshape(1, frames * channels, height, width)
-    for axis in (1, 0):  # columns (dx), then rows (dy)
-        taps = torch.arange(-radius, radius + 1, dtype=torch.float64)[None, :] - shifts[:, axis : axis + 1]
-        kernel = torch.exp(-(taps**2) / (2.0 * sigma**2))
-        kernel = (kernel / kernel.sum(dim=1, keepdim=True)).to(hr.dtype).repeat_interleave(channels, dim=0)
-        if axis == 1:
-            x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), kernel[:, None, None, :], groups=frames * channels)
-        else:
-            x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), kernel[:, None, :, None], groups=frames * channels)
-    return x.reshape(frames, channels, height, width)
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float64) - shifts.unsqueeze(-1)  # (T, 2, K)
+    kernels = torch.exp(-(taps**2) / (2.0 * sigma**2))
+    kernels = kernels / kernels.sum(dim=-1, keepdim=True)
+    return separable_convolve(hr.unsqueeze(0).expand(shifts.shape[0], -1, -1, -1), kernels)
 
 
 class TemporalSampler(PatchSampler):

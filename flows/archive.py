@@ -152,7 +152,7 @@ def super_resolve_archive(
     """
     build_model(ModelSpec(model, scale, weights), bands=1)  # an impossible request fails before any scene starts
     temporal = ARCHITECTURES[model].temporal
-    inference_options(uncertainty, consistent).check_model(temporal, model)
+    inference_options(uncertainty, consistent, temporal).check_model(temporal, model)
     destination = destination if storage.is_remote(destination) else os.path.abspath(destination)
     config = load_config(**settings)
     if config.workdir is None:

@@ -140,10 +140,13 @@ def evaluate_stacks(
     batch_size: int = 4,
     device: str = "auto",
     ray_address: str | None = None,
+    consistent: bool = False,
 ) -> dict:
     """For every HR raster and frame count K: temporal `models` on the first K synthetic frames, single-image
-    `models` on the clearest of them, and bicubic of their median, all scored on the same pixels."""
-    config = StackEvalConfig(scale=scale, frames=tuple(frames), crop=crop, zero_fill=zero_fill, seed=seed)
+    `models` on the clearest of them, and bicubic of their median, all scored on the same pixels. With
+    `consistent`, the models (not the baseline) run with back-projection."""
+    config = StackEvalConfig(scale=scale, frames=tuple(frames), crop=crop, zero_fill=zero_fill, seed=seed,
+                             consistent=consistent)
     weights = weights or {}
     validate_eval_request(hr_rasters, models, EvalConfig(scale=scale, crop=crop, zero_fill=zero_fill), weights, out_dir)
     out = Path(out_dir)
@@ -158,14 +161,14 @@ def evaluate_stacks(
                 stack, outputs, seconds = frame_paths[:k], {}, {}
                 for model in ordered:
                     temporal = ARCHITECTURES[model].temporal
-                    label = model if temporal else f"{model} (clearest frame)"
+                    label = (model if temporal else f"{model} (clearest frame)") + (" consistent" if consistent else "")
                     outputs[label] = str(out / "sr" / f"{name}_K{k}_{model}_x{scale}.tif")
                     if temporal:
-                        summary = super_resolve_timeseries(stack, outputs[label], model=model,
+                        summary = super_resolve_timeseries(stack, outputs[label], model=model, consistent=consistent,
                                                            weights=weights.get(model), **common)
                     else:
                         summary = super_resolve_scene(clearest_frame_path(stack), outputs[label], model=model,
-                                                      weights=weights.get(model), **common)
+                                                      consistent=consistent, weights=weights.get(model), **common)
                     seconds[label] = sum(summary["seconds"].values())
                 composite = median_composite(stack, str(out / "inputs" / f"{name}_K{k}_median.tif"))
                 outputs[MEDIAN_BICUBIC] = str(out / "sr" / f"{name}_K{k}_median_bicubic_x{scale}.tif")

@@ -448,6 +448,7 @@ class StackEvalConfig:
     zero_fill: bool = True
     max_shift: int = 3
     seed: int = 0
+    consistent: bool = False  # models' outputs back-projected onto their inputs (`--consistent`), baselines not
 
     def __post_init__(self) -> None:
         EvalConfig(self.scale, self.crop, self.zero_fill, self.max_shift)  # validates scale and crop
@@ -583,7 +584,10 @@ def write_stack_table(rows: Sequence[StackRow], md_path: str, csv_path: str, con
         f"else {STACK_SYNTHESIS.cover[0]:.0%}–{STACK_SYNTHESIS.cover[1]:.0%} cover; seed {config.seed}). K frames = "
         "the first K. Temporal models see the K frames through `super_resolve_timeseries`; single-image models the "
         f"clearest of them through `super_resolve_scene`; {MEDIAN_BICUBIC} is bicubic of their per-pixel median. "
-        "cPSNR (bias removed, best integer shift up to "
+        + ("Models ran with `--consistent`: outputs back-projected under the default sensor model (a temporal model's "
+           "onto every frame at its shift, a single-image model's onto its frame); the baseline not. "
+           if config.consistent else "")
+        + "cPSNR (bias removed, best integer shift up to "
         f"±{config.max_shift} HR px) and SSIM are band means with data_range = per-band HR range, over the pixels "
         "valid in the HR reference and in every output of that K (coverage): compare methods within a line; "
         "the pixels scored differ between lines.",

@@ -23,6 +23,7 @@ from sr_geo.consistency import BackProjection
 from sr_geo.degrade import SensorModel
 from sr_geo.errors import InvalidRequestError
 from sr_geo.models.base import SRModel
+from sr_geo.models.temporal import screen_outliers
 from sr_geo.stack import Stack
 from sr_geo.store import TileStore
 from sr_geo.uncertainty import dihedral_spread
@@ -64,7 +65,8 @@ class InferenceOptions:
 
     `uncertainty` adds a per-pixel spread under dihedral transforms (sr_geo.uncertainty);
     `consistency_iterations` > 0 back-projects the output onto the input under the sensor model
-    with MTF `consistency_mtf` at Nyquist (sr_geo.consistency).
+    with MTF `consistency_mtf` at Nyquist (sr_geo.consistency): onto the one input of a single-image
+    model, onto every frame at its shift for a temporal one.
     """
 
     uncertainty: bool = False
@@ -76,20 +78,22 @@ class InferenceOptions:
             return None
         return BackProjection(SensorModel(scale, self.consistency_mtf), self.consistency_iterations)
 
-    def extra_radius(self, scale: int) -> int:
+    def extra_radius(self, scale: int, temporal: bool = False) -> int:
         """Halo the options need beyond the model's own receptive radius."""
         projection = self.back_projection(scale)
-        return projection.radius if projection else 0
+        if projection is None:
+            return 0
+        return projection.frames_radius if temporal else projection.radius
 
     def to_attrs(self) -> dict:
         return asdict(self)
 
     def check_model(self, temporal: bool, arch: str) -> None:
-        """Refuse options a temporal model cannot honour: both act on one image, and a stack has several."""
-        if temporal and (self.uncertainty or self.consistency_iterations > 0):
+        """Refuse what a temporal model cannot honour: the dihedral spread transforms one image, and a
+        stack's frames sit at shifts the model reads."""
+        if temporal and self.uncertainty:
             raise InvalidRequestError(
-                f"--uncertainty and --consistent are not supported for the temporal model {arch!r}; "
-                "run without them"
+                f"--uncertainty is not supported for the temporal model {arch!r}; run without it"
             )
 
 
@@ -133,15 +137,23 @@ def run_model(
     with torch.inference_mode():
         xt = torch.from_numpy(np.ascontiguousarray(x)).to(device, non_blocking=True)
         vt = torch.from_numpy(np.ascontiguousarray(valid)).to(device)
+        st = None
+        if model.temporal:
+            st = torch.zeros(xt.shape[:2] + (2,), device=device) if shifts is None else (
+                torch.from_numpy(shifts).to(device).expand(len(xt), -1, -1))
         with _autocast(device):
             if model.temporal:
-                st = None if shifts is None else torch.from_numpy(shifts).to(device).expand(len(xt), -1, -1)
                 y, spread = model(xt, vt, st), None
             else:
                 y, spread = dihedral_spread(model, xt) if options.uncertainty else (model(xt), None)
         y = y.float()
         projection = options.back_projection(model.scale)
-        if projection is not None:
+        if projection is not None and model.temporal:
+            # The frames the model screened out as undetected clouds must not pull the output either.
+            threshold = getattr(model, "outlier_threshold", None)
+            screened = vt if threshold is None else screen_outliers(xt, vt, threshold)
+            y = projection.project_frames(y, xt, screened, st)
+        elif projection is not None:
             y = projection.project(y, xt, vt)
     return y.cpu().numpy(), None if spread is None else spread.float().cpu().numpy()
 

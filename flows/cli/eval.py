@@ -20,6 +20,9 @@ from sr_geo.models.registry import SCALES
 @click.option("--stack", is_flag=True,
               help="Evaluate on synthetic time series (jittered, cloud-masked frames): temporal models on K frames, "
                    "single-image models on the clearest, bicubic of the median.")
+@click.option("--consistent", is_flag=True,
+              help="With --stack: run the models (not the baseline) with --consistent: back-projected onto every "
+                   "frame (temporal) or their frame (single-image) under the default sensor model.")
 @click.option("--frames", "frame_counts", default=",".join(map(str, STACK_FRAMES)), show_default=True,
               help="With --stack: the frame counts K to compare.")
 @click.option("--scale", default="4", show_default=True, type=click.Choice([str(s) for s in SCALES]),
@@ -37,12 +40,14 @@ from sr_geo.models.registry import SCALES
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1, 1024), help="Tiles per model call.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--ray-address", envvar="RAY_ADDRESS", help="Ray cluster to use [default: a local one].")
-def command(hr_rasters: tuple[str, ...], models: str | None, stack: bool, frame_counts: str, scale: int,
+def command(hr_rasters: tuple[str, ...], models: str | None, stack: bool, consistent: bool, frame_counts: str, scale: int,
             output_dir: str, crop: int | None, weight_args: tuple[str, ...], rgb: str | None, keep_zeros: bool,
             tile: int, batch_size: int, device: str, ray_address: str | None) -> None:
     """Degrade each HR raster (files or globs) with the documented sensor model, super-resolve it with
     every model, and write eval_x<scale>.md/.csv and a picture grid to the output directory (with --stack:
     eval_stack_x<scale>.md/.csv)."""
+    if consistent and not stack:
+        raise InvalidRequestError("--consistent applies to stack evaluation only (add --stack)")
     sources = _expand(hr_rasters)
     models = models or ("rnn,cnn" if stack else "bicubic,lanczos")
     names = [m.strip() for m in models.split(",") if m.strip()]
@@ -59,7 +64,7 @@ def command(hr_rasters: tuple[str, ...], models: str | None, stack: bool, frame_
 
             result = evaluate_stacks(sources, names, scale, output_dir, frames=counts, crop=crop, weights=weights,
                                      zero_fill=not keep_zeros, tile=tile, batch_size=batch_size, device=device,
-                                     ray_address=ray_address)
+                                     ray_address=ray_address, consistent=consistent)
         click.echo(Path(result["table"]).read_text())
         click.echo(f"wrote {result['table']}, {result['csv']}")
         return

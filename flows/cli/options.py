@@ -28,7 +28,8 @@ def pipeline_options(fn):
         click.option("--uncertainty", is_flag=True,
                      help="Also write OUT_uncertainty.tif: per-pixel spread under flips and rotations."),
         click.option("--consistent", is_flag=True,
-                     help="Back-project the output so it reproduces the input under the sensor model."),
+                     help="Back-project the output so it reproduces the input under the sensor model "
+                          "(a stack: every frame at its shift, in least squares)."),
         # Settings (sr_geo.config): a flag given overrides $SR_GEO_<NAME>, which overrides the --config file.
         click.option("--config", "config_file", type=click.Path(dir_okay=False),
                      help="TOML settings file [default: $SR_GEO_CONFIG]; see the README's Configuration."),

@@ -74,6 +74,43 @@ def test_tiled_pipeline_equals_whole_stack_inference(tmp_path):
         assert out.bounds == src.bounds and out.crs == src.crs and (out.height, out.width) == (140, 128)
 
 
+@pytest.mark.usefixtures("ray_cluster", "prefect_harness")
+def test_consistent_stack_output_is_seam_free_at_the_projections_measured_radius(tmp_path):
+    """--consistent on a stack projects onto every frame at its shift; its halo is the model's radius plus the
+    projection's measured one, and tiles then differ from the whole stack by less than the seam tolerance."""
+    from flows.timeseries import super_resolve_timeseries
+    from sr_geo.inference import InferenceOptions
+    from sr_geo.models.receptive import SEAM_TOLERANCE
+
+    torch.manual_seed(0)
+    model = RNN(2)
+    weights = tmp_path / "rnn_random.safetensors"
+    save_weights(model, weights)
+    paths = frames(tmp_path)[:3]
+    runs = {}
+    for consistent in (False, True):
+        runs[consistent] = super_resolve_timeseries(
+            [str(p) for p in paths], str(tmp_path / f"out{consistent}.tif"), model="rnn", scale=2, weights=str(weights),
+            tile=24, keep_store=True, consistent=consistent, workdir=str(tmp_path / f"work{consistent}"))
+    store = TileStore.open(runs[True]["store"], mode="r")
+    options = InferenceOptions(**store.attrs["inference"])
+    assert options.consistency_iterations == 50
+    assert runs[True]["halo"] == model.theoretical_radius + options.extra_radius(2, temporal=True) > runs[False]["halo"]
+    stack = Stack.from_attrs(store.attrs["stack"])
+    grid = stack.scene.grid
+    readers = [_Readers(f.path, f.read, grid) for f in stack.frames]
+    whole = [read_on_grid(r.get(), Window(0, 0, grid.width, grid.height), f.read) for r, f in zip(readers, stack.frames)]
+    for reader in readers:
+        reader.close()
+    norm = Normalisation(*store.band_statistics())
+    reference = predict_whole(model, np.stack([p for p, _ in whole]), np.stack([v for _, v in whole]), store.plan.halo,
+                              norm, torch.device("cpu"), options, shifts=stack.shifts())
+    tiled = store.group["output"][:]
+    assert np.abs(tiled - reference).max() <= SEAM_TOLERANCE * norm.std.min()
+    plain = TileStore.open(runs[False]["store"], mode="r").group["output"][:]
+    assert np.abs(tiled - plain).max() > 100 * SEAM_TOLERANCE * norm.std.min()  # the projection did act
+
+
 def crops(files: list[Path], out: Path, window: Window) -> list[str]:
     """The same ground from each file (each on its own grid), written as small GeoTIFFs."""
     with rasterio.open(files[0]) as first:

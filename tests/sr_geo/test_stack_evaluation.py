@@ -107,3 +107,26 @@ def test_stack_evaluation_through_the_real_flows(hr, tmp_path):
     assert abs(scores["rnn"]["cpsnr"] - scores[MEDIAN_BICUBIC]["cpsnr"]) < 0.3  # mean vs median composite, 3 frames
     assert 0.3 < scores["rnn"]["coverage"] < 1 and all(np.isfinite(r["cpsnr"]) for r in result["rows"])
     assert "| hr | 3 |" in (tmp_path / "eval" / "eval_stack_x4.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_cluster", "prefect_harness")
+def test_consistent_stack_evaluation_back_projects_the_models_not_the_baseline(hr, tmp_path):
+    """The evaluation's sensor is the one back-projection assumes: agreeing with three shifted frames beats
+    the untrained rnn's bicubic of their mean, and the baseline is the same as in a plain evaluation."""
+    from flows.evaluate import evaluate_stacks
+    from sr_geo.models.rnn import RNN
+    from sr_geo.models.weights import save_weights
+
+    untrained = RNN(4, feats=8, blocks=1, encoder_blocks=1, base_feats=8, base_blocks=1)
+    save_weights(untrained, tmp_path / "rnn.safetensors")
+    runs = {
+        consistent: {row["model"]: row for row in evaluate_stacks(
+            [hr], ["rnn"], 4, str(tmp_path / f"eval{consistent}"), frames=(3,), tile=16, consistent=consistent,
+            weights={"rnn": str(tmp_path / "rnn.safetensors")})["rows"]}
+        for consistent in (False, True)
+    }
+    assert list(runs[True]) == ["rnn consistent", MEDIAN_BICUBIC]
+    assert runs[True]["rnn consistent"]["cpsnr"] > runs[False]["rnn"]["cpsnr"] + 0.5
+    assert runs[True][MEDIAN_BICUBIC]["cpsnr"] == pytest.approx(runs[False][MEDIAN_BICUBIC]["cpsnr"])
+    assert "Models ran with `--consistent`" in (tmp_path / "evalTrue" / "eval_stack_x4.md").read_text()

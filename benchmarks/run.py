@@ -12,7 +12,9 @@ absolute threshold in a unit test:
 3. start-up: `sr-geo run` on a tiny scene, and how it splits (imports, Ray, Prefect);
 4. stage breakdown and export throughput, and a projection to a full Sentinel-2 tile;
 5. export alone with one thread and with every core, for each COG codec: how much of it more cores carry;
-6. the store's codec: Zarr write and read speed and size of a real model output under candidate codecs.
+6. the store's codec: Zarr write and read speed and size of a real model output under candidate codecs;
+7. each shipped model's FLOPs per output pixel, and the throughput a GPU's peak would allow (the physical limit
+   that GPU throughput is judged against).
 
 Each case runs in its own process so that peak-memory high-water marks are per case.
 """
@@ -32,6 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 S2_TILE = 10980
+# Dense BF16 tensor-core peak of an NVIDIA H100 SXM (datasheet, without sparsity): the GPU the scaling note plans for.
+H100_BF16_FLOPS = 989e12
 
 
 def _python(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -248,6 +252,29 @@ def case_startup() -> dict:
             "run_warm_machine_cpu_seconds": run_cpu, "cores": os.cpu_count()}
 
 
+def case_flops(scale: int, tile: int, bands: int = 4, frames: int = 8) -> dict:
+    """FLOPs per output pixel of every shipped model on one tile of `tile`² core pixels plus its halo, as the
+    pipeline runs it (torch's FlopCounterMode: convolutions and matrix products, two per multiply-add; the
+    rnn on `frames` frames), and the output MP/s the H100's BF16 peak would allow: a bound no pipeline passes."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from sr_geo.models.registry import ARCHITECTURES, ModelSpec, build_model
+
+    models = {}
+    for name in ("cnn", "gan", "rnn"):
+        model = build_model(ModelSpec(name, scale), bands)
+        side = tile + 2 * model.receptive_radius
+        inputs = ((torch.randn(1, frames, bands, side, side), torch.ones(1, frames, side, side, dtype=torch.bool),
+                   torch.zeros(1, frames, 2)) if ARCHITECTURES[name].temporal else (torch.randn(1, bands, side, side),))
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            model(*inputs)
+        per_pixel = counter.get_total_flops() / (tile * scale) ** 2
+        models[name] = {"halo": model.receptive_radius, "flops_per_output_pixel": per_pixel,
+                        "h100_bf16_limit_mp_per_s": H100_BF16_FLOPS / per_pixel / 1e6}
+    return {"scale": scale, "tile": tile, "bands": bands, "frames": frames, "models": models}
+
+
 def _machine_busy_seconds() -> float:
     """CPU seconds the whole machine has been busy since boot (Linux /proc/stat; steal excluded): a run's
     Ray and Prefect processes are not its children, so only the machine's count sees all of them."""
@@ -334,6 +361,17 @@ def markdown(results: dict) -> str:
     ]
     proj = results["projection"]
     lines += ["| stage | seconds |", "|---|---|", *[f"| {k} | {v:.0f} |" for k, v in proj.items()], ""]
+    fl = results["flops"]
+    lines += [
+        f"## Model FLOPs per output pixel ({fl['bands']} bands, ×{fl['scale']}, tile {fl['tile']} + halo; rnn on "
+        f"{fl['frames']} frames) and the H100 BF16 peak's limit", "",
+        "| model | halo | FLOPs per output pixel | H100 limit (output MP/s) | this run, model only (MP/s) |",
+        "|---|---|---|---|---|",
+        *[f"| {name} | {m['halo']} | {m['flops_per_output_pixel'] / 1e3:.0f} k | {m['h100_bf16_limit_mp_per_s']:.0f} | "
+          + (f"{eff['model_only_mp_per_s']:.3f} ({eff['model_only_mp_per_s'] * m['flops_per_output_pixel'] / 1e3:.0f} "
+             "GFLOP/s)" if name == eff["model"] else "") + " |"
+          for name, m in fl["models"].items()], "",
+    ]
     return "\n".join(lines)
 
 
@@ -355,7 +393,7 @@ def project_s2(eff: dict, export: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--case", choices=["pipeline", "export", "store-codecs", "startup"])
+    parser.add_argument("--case", choices=["pipeline", "export", "store-codecs", "startup", "flops"])
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--model", default="cnn")
     parser.add_argument("--scale", type=int, default=4)
@@ -373,6 +411,9 @@ def main() -> None:
         return
     if args.case == "startup":
         print(json.dumps(case_startup()))
+        return
+    if args.case == "flops":
+        print(json.dumps(case_flops(args.scale, args.tile, args.bands)))
         return
     if args.case == "export":
         print(json.dumps(case_export(args.size, args.rounds)))
@@ -394,6 +435,7 @@ def main() -> None:
         "command": "python -m benchmarks.run " + " ".join(sys.argv[1:]),
         "efficiency": efficiency, "memory": memory, "bands": bands, "export": export,
         "store_codecs": _case("store-codecs", rounds=args.rounds), "startup": _case("startup"), "projection": project_s2(efficiency, export),
+        "flops": _case("flops", scale=args.scale, tile=args.tile),
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.futures import as_completed
 
 from flows.scene import super_resolve_scene
-from flows.stages import inference_options, retry_unless_bad_input
+from flows.stages import retry_unless_bad_input
 from flows.timeseries import super_resolve_timeseries
 from sr_geo import storage
 from sr_geo.catalog import (
@@ -45,6 +45,7 @@ from sr_geo.catalog import (
     stale_reason,
 )
 from sr_geo.config import SettingValue, load_config
+from sr_geo.inference import InferenceOptions
 from sr_geo.models.registry import ARCHITECTURES, ModelSpec, build_model
 from sr_geo.stac import output_item, write_item_collection
 from workers.cluster import ray_session
@@ -72,7 +73,7 @@ def process_scene(unit: SceneGroup, destination: str, run: dict) -> dict:
     sources = tuple(source_identity(m.ref.href, entry.known(m.ref.href) if entry else None) for m in unit.members)
     requested = Provenance.requested(ModelSpec(run["model"], run["scale"], run["weights"]), unit.latest.bands,
                                      tile=run["tile"], halo=run["halo"], uncertainty=run["uncertainty"],
-                                     consistent=run["consistent"])
+                                     consistent=run["consistent"], sensor_mtf=run["sensor_mtf"])
     missing = [layer for layer in entry.layers if not storage.exists(storage.join(destination, layer))] if entry else []
     reason = stale_reason(requested, sources, output_tags(output), entry, missing)
     if reason is None:
@@ -141,6 +142,7 @@ def super_resolve_archive(
     keep_store: bool = False,
     uncertainty: bool = False,
     consistent: bool = False,
+    sensor_mtf: float | None = None,
     **settings: SettingValue,
 ) -> dict:
     """Super-resolve every raster `source` names into COGs under `destination`; returns the run summary.
@@ -152,14 +154,15 @@ def super_resolve_archive(
     """
     build_model(ModelSpec(model, scale, weights), bands=1)  # an impossible request fails before any scene starts
     temporal = ARCHITECTURES[model].temporal
-    inference_options(uncertainty, consistent, temporal).check_model(temporal, model)
+    InferenceOptions.requested(uncertainty, consistent, temporal, model, sensor_mtf)
     destination = destination if storage.is_remote(destination) else os.path.abspath(destination)
     config = load_config(**settings)
     if config.workdir is None:
         config = replace(config, workdir=storage.join(destination, WORKDIR))
     groups, rejected, ignored = discover_scenes(source, destination, asset)
     run = {"model": model, "scale": scale, "weights": weights, "tile": tile, "halo": halo, "device": device,
-           "keep_store": keep_store, "uncertainty": uncertainty, "consistent": consistent, **asdict(config)}
+           "keep_store": keep_store, "uncertainty": uncertainty, "consistent": consistent, "sensor_mtf": sensor_mtf,
+           **asdict(config)}
     scene_task = process_scene.with_options(retries=config.scene_retries, retry_delay_seconds=2)
     group_of = {unit: group for group in groups for unit in ((group,) if temporal else group.singles())}
     rows = [{"scene": r.name, "group": None, "frames": 1, "status": "failed", "seconds": 0.0, "reason": r.reason}

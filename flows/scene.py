@@ -46,6 +46,7 @@ def super_resolve_scene(
     keep_store: bool = False,
     uncertainty: bool = False,
     consistent: bool = False,
+    sensor_mtf: float | None = None,
     **settings: SettingValue,
 ) -> dict:
     """Super-resolve one georeferenced raster into a COG at `destination`; returns the run summary.
@@ -53,7 +54,7 @@ def super_resolve_scene(
     `settings` are `sr_geo.config.Config` fields (batch_size, actors, threads, gpus_per_actor,
     ray_address, workdir, ...): those given override the configuration where the flow runs.
     """
-    run = Run.start(destination, model, scale, weights, uncertainty, consistent, settings)
+    run = Run.start(destination, model, scale, weights, uncertainty, consistent, sensor_mtf, settings)
     with storage.output_lock(destination):
         scene_attrs = run.timed("inspect", inspect_input, source, destination, run.spec)
         store_url = run.timed("plan", plan_run, scene_attrs, run.spec, run.options, tile, halo, run.workdir,

@@ -35,23 +35,11 @@ from sr_geo.store import RunKey, TileStore
 from workers.cluster import cluster_resources, ray_session
 from workers.predictor import run_pool, size_pool
 
-# Back-projection iterations for `consistent=True`: enough to bring the LR residual of a trained
-# model near float precision under a block-mean sensor, and far down under the default PSF. A stack's
-# frames are matched in least squares, whose gain lies in fine detail the PSF attenuates: it keeps
-# rising to 100 iterations (sr_geo.consistency); 50 take most of it at a halo of 18 LR pixels.
-CONSISTENCY_ITERATIONS = 8
-STACK_CONSISTENCY_ITERATIONS = 50
-
 
 def progress_bar(total: int, desc: str, initial: int = 0) -> tqdm:
     # disable=None: bars only on a terminal, so concurrent scenes in logs never interleave them.
     return tqdm(total=total, initial=initial, desc=f"{desc:<9}", unit="tile", leave=True, dynamic_ncols=True,
                 disable=None)
-
-
-def inference_options(uncertainty: bool, consistent: bool, temporal: bool) -> InferenceOptions:
-    iterations = (STACK_CONSISTENCY_ITERATIONS if temporal else CONSISTENCY_ITERATIONS) if consistent else 0
-    return InferenceOptions(uncertainty=uncertainty, consistency_iterations=iterations)
 
 
 def retry_unless_bad_input(task, task_run, state) -> bool:
@@ -179,12 +167,13 @@ class Run:
 
     @classmethod
     def start(cls, destination: str, model: str, scale: int, weights: str | None, uncertainty: bool,
-              consistent: bool, settings: dict) -> Run:
+              consistent: bool, sensor_mtf: float | None, settings: dict) -> Run:
         """`settings`: `sr_geo.config.Config` fields given to the flow; the rest come from where it runs."""
         config = load_config(**settings)
         workdir = config.workdir or storage.join(storage.parent(destination), ".sr-geo-work")
         spec = ModelSpec(model, scale, weights)  # validates the name
-        options = inference_options(uncertainty, consistent, ARCHITECTURES[spec.name].temporal)
+        options = InferenceOptions.requested(uncertainty, consistent, ARCHITECTURES[spec.name].temporal, spec.name,
+                                             sensor_mtf)
         return cls(destination, spec, options, config, workdir)
 
     def timed(self, stage: str, fn, *args):

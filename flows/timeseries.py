@@ -52,6 +52,7 @@ def super_resolve_timeseries(
     keep_store: bool = False,
     uncertainty: bool = False,
     consistent: bool = False,
+    sensor_mtf: float | None = None,
     reference: str | None = None,
     mask: str | None = None,
     mask_values: tuple[int, ...] = SCL_INVALID,
@@ -63,7 +64,7 @@ def super_resolve_timeseries(
 
     `settings` are `sr_geo.config.Config` fields, as for `super_resolve_scene`.
     """
-    run = Run.start(destination, model, scale, weights, uncertainty, consistent, settings)
+    run = Run.start(destination, model, scale, weights, uncertainty, consistent, sensor_mtf, settings)
     cloud_mask = CloudMask(mask, tuple(mask_values)) if mask else None
     with storage.output_lock(destination):
         stack_attrs = run.timed("inspect", inspect_frames, list(sources), destination, run.spec, run.options,

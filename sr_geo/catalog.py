@@ -18,7 +18,7 @@ Idempotence: an output is current when all of these hold, and is then skipped:
   content, not the path or mtime: a touched or moved input is not redone, an edited one is). Hashing
   reads the whole file, so it is redone only when the size or modification time differs from the
   entry's, as rsync and git do;
-- the entry's provenance (model, weights SHA-256, scale, tile, halo, uncertainty, consistent, as
+- the entry's provenance (model, weights SHA-256, scale, tile, halo, uncertainty, consistent, sensor MTF, as
   requested) equals this run's, and every file the entry lists (the COG and its companions) exists.
 
 Once the COG carries the source's SHA-256 in a tag, the manifest is only a cache of hashes.
@@ -312,11 +312,12 @@ class Provenance:
     halo: int | None
     uncertainty: bool
     consistent: bool
+    sensor_mtf: float | None = None  # entries recorded before the option existed used the default
 
     @classmethod
     def requested(cls, spec: ModelSpec, bands: int, *, tile: int, halo: int | None, uncertainty: bool,
-                  consistent: bool) -> Provenance:
-        return cls(spec.name, weights_id(spec, bands), spec.scale, tile, halo, uncertainty, consistent)
+                  consistent: bool, sensor_mtf: float | None) -> Provenance:
+        return cls(spec.name, weights_id(spec, bands), spec.scale, tile, halo, uncertainty, consistent, sensor_mtf)
 
 
 def output_tags(path: str) -> dict[str, str] | None:

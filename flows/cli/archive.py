@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 import click
 
-from flows.cli.options import pipeline_options, resolve_settings
+from flows.cli.options import check_inference, pipeline_options, resolve_settings
 from sr_geo.catalog import check_source
 from sr_geo.models.registry import ModelSpec, build_model
 
@@ -30,6 +30,7 @@ def command(source: str, destination: str, asset: str | None, **options) -> None
     stack (several dates on one grid) becomes one output. Exits 1 if any output failed.
     """
     config = resolve_settings(options)
+    check_inference(options)
     build_model(ModelSpec(options["model"], options["scale"], options["weights"]), bands=1)
     check_source(source, destination)
     from flows.startup import run_services  # Prefect and Ray load once the request is valid

@@ -11,7 +11,7 @@ from sr_geo.stack import SCL_INVALID
 
 def pipeline_options(fn):
     """What to make (--model, --scale, --weights, --tile, --halo, --device, --keep-store, --uncertainty,
-    --consistent) and the settings of where and how fast (--config and one flag per setting)."""
+    --consistent, --sensor-mtf) and the settings of where and how fast (--config and one flag per setting)."""
     options = [
         click.option("--model", default="cnn", show_default=True, type=click.Choice(sorted(ARCHITECTURES)),
                      help="Model to run; bicubic is the classical baseline."),
@@ -30,6 +30,8 @@ def pipeline_options(fn):
         click.option("--consistent", is_flag=True,
                      help="Back-project the output so it reproduces the input under the sensor model "
                           "(a stack: every frame at its shift, in least squares)."),
+        click.option("--sensor-mtf", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                     help="The input sensor's MTF at its Nyquist frequency, which --consistent assumes [default: 0.3]."),
         # Settings (sr_geo.config): a flag given overrides $SR_GEO_<NAME>, which overrides the --config file.
         click.option("--config", "config_file", type=click.Path(dir_okay=False),
                      help="TOML settings file [default: $SR_GEO_CONFIG]; see the README's Configuration."),
@@ -64,6 +66,14 @@ def stack_options(fn):
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+def check_inference(options: dict) -> None:
+    """Refuse inference flags the model cannot honour before any service starts (the flows check again)."""
+    from sr_geo.inference import InferenceOptions
+
+    InferenceOptions.requested(options["uncertainty"], options["consistent"], ARCHITECTURES[options["model"]].temporal,
+                               options["model"], options["sensor_mtf"])
 
 
 def resolve_settings(options: dict) -> Config:

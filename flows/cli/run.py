@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 import click
 
-from flows.cli.options import pipeline_options, print_summary, resolve_settings
+from flows.cli.options import check_inference, pipeline_options, print_summary, resolve_settings
 from sr_geo.models.registry import ModelSpec
 from sr_geo.preflight import validate_request
 from sr_geo.storage import output_lock
@@ -20,6 +20,7 @@ from sr_geo.storage import output_lock
 def command(source: str, destination: str, quicklook: str | None, **options) -> None:
     """Super-resolve SOURCE (any raster GDAL reads) into a Cloud Optimized GeoTIFF."""
     config = resolve_settings(options)
+    check_inference(options)
     validate_request(source, destination, ModelSpec(options["model"], options["scale"], options["weights"]))
     from flows.startup import run_services  # Prefect and Ray load only once the request is valid
 

@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 import click
 
-from flows.cli.options import pipeline_options, print_summary, resolve_settings, stack_options
+from flows.cli.options import check_inference, pipeline_options, print_summary, resolve_settings, stack_options
 from sr_geo.models.registry import ModelSpec
 from sr_geo.stack import CloudMask, parse_mask_values, validate_stack_request
 
@@ -23,6 +23,7 @@ def command(frames: tuple[str, ...], destination: str, reference: str | None, ma
     Cloud Optimized GeoTIFF on the reference frame's grid. Frames are co-registered onto that grid and
     ordered by acquisition date; temporal models (rnn) fuse them all, single-image models use the clearest."""
     config = resolve_settings(options)
+    check_inference(options)
     values = parse_mask_values(mask_values)
     mask = CloudMask(mask_source, values) if mask_source else None
     validate_stack_request(frames, destination, ModelSpec(options["model"], options["scale"], options["weights"]),

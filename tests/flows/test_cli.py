@@ -178,3 +178,18 @@ def test_demo_runs_on_bundled_scene(tmp_path, cli_env):
     with rasterio.open(cog) as out:
         assert (out.width, out.height, out.count) == (1280, 1280, 4)
     assert (tmp_path / "s2_virginia_demo_bicubic_x4_quicklook.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("command", ["run", "run-stack", "archive"])
+def test_inference_flags_a_model_cannot_honour_are_refused_before_anything_starts(make_raster, tmp_path, command):
+    from click.testing import CliRunner
+
+    from flows.cli import main
+
+    scene = make_raster(32, 32)
+    target = ["-o", str(tmp_path / ("dest" if command == "archive" else "out.tif"))]
+    for flags, message in [(["--sensor-mtf", "0.2"], "--sensor-mtf sets what --consistent assumes"),
+                           (["--model", "rnn", "--uncertainty"], "--uncertainty is not supported for the temporal model")]:
+        result = CliRunner().invoke(main, [command, str(scene), *target, *flags])
+        assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not any(tmp_path.glob("out*")) and not (tmp_path / "dest").exists()

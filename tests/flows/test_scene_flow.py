@@ -78,11 +78,11 @@ def test_consistent_run_is_seam_free_and_reproduces_the_input(make_raster, tmp_p
     for consistent in (False, True):
         summary = super_resolve_scene(str(source), str(tmp_path / f"out{consistent}.tif"), model="bicubic", scale=2,
                                       tile=40, keep_store=True, consistent=consistent,
-                                      workdir=str(tmp_path / f"work{consistent}"))
+                                      sensor_mtf=0.2 if consistent else None, workdir=str(tmp_path / f"work{consistent}"))
         runs[consistent] = (summary, TileStore.open(summary["store"], mode="r"))
     summary, store = runs[True]
     options = InferenceOptions(**store.attrs["inference"])
-    assert summary["halo"] == 2 + options.extra_radius(2)
+    assert options.consistency_mtf == 0.2 and summary["halo"] == 2 + options.extra_radius(2)
     with rasterio.open(source) as ds:
         pixels, valid = ds.read(), ds.dataset_mask() > 0
     whole = predict_whole(build_model(ModelSpec("bicubic", 2), 2), pixels, valid, store.plan.halo,

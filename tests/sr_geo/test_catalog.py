@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import asdict
 import json
 import os
 import threading
@@ -146,6 +147,11 @@ def test_output_is_current_only_when_input_content_and_requested_settings_match(
     assert stale_reason(wanted, (SourceIdentity("in.tif", 10, 2.0, "abd"),), tags, entry) == "input changed"
     other = Provenance("cnn", "w2", 4, 128, None, False, True)
     assert stale_reason(other, identity, tags, entry) == "changed: weights_sha256, tile, consistent"
+    assumed = Provenance("cnn", "w1", 4, 256, None, False, False, sensor_mtf=0.25)
+    assert stale_reason(assumed, identity, tags, entry) == "changed: sensor_mtf"
+    recorded = asdict(entry)
+    del recorded["provenance"]["sensor_mtf"]  # as written before the option existed
+    assert stale_reason(wanted, identity, tags, ManifestEntry.from_json(recorded)) is None
 
 
 def test_a_fused_stack_is_current_only_while_every_frame_is():
@@ -162,10 +168,10 @@ def test_a_fused_stack_is_current_only_while_every_frame_is():
 
 def test_requested_provenance_hashes_the_weights_that_will_run(random_cnn_weights):
     spec = ModelSpec("cnn", 2, str(random_cnn_weights(scale=2)))
-    requested = Provenance.requested(spec, 3, tile=64, halo=None, uncertainty=True, consistent=False)
+    requested = Provenance.requested(spec, 3, tile=64, halo=None, uncertainty=True, consistent=False, sensor_mtf=None)
     assert requested.weights_sha256 == hashlib.sha256(Path(spec.weights).read_bytes()).hexdigest()
     assert Provenance.requested(ModelSpec("bicubic", 2), 3, tile=64, halo=2, uncertainty=False,
-                                consistent=False).weights_sha256 == "none"
+                                consistent=False, sensor_mtf=None).weights_sha256 == "none"
 
 
 def _entry(i: int) -> ManifestEntry:

@@ -12,7 +12,7 @@ import rasterio
 import torch
 
 from conftest import write_raster, smooth_texture
-from sr_geo.inference import Normalisation, TilePredictor, predict_whole
+from sr_geo.inference import InferenceOptions, Normalisation, TilePredictor, predict_whole
 from sr_geo.models.base import SRModel
 from sr_geo.models.registry import ARCHITECTURES, ModelSpec, build_model
 from sr_geo.plan import plan_tiles
@@ -200,3 +200,19 @@ def test_source_raster_round_trip(tmp_path: Path) -> None:
         np.testing.assert_array_equal(ds.read(), data)
         np.testing.assert_array_equal(ds.dataset_mask() > 0, mask)
     assert 0 <= data.min() and data.max() <= 256
+
+
+def test_requested_options_follow_the_flags_and_refuse_what_the_model_cannot_honour():
+    from sr_geo.errors import InvalidRequestError
+    from sr_geo.inference import CONSISTENCY_ITERATIONS, STACK_CONSISTENCY_ITERATIONS
+
+    assert InferenceOptions.requested(False, False, False, "cnn") == InferenceOptions()
+    single = InferenceOptions.requested(True, True, False, "cnn", sensor_mtf=0.2)
+    assert (single.uncertainty, single.consistency_iterations, single.consistency_mtf) == (True, CONSISTENCY_ITERATIONS, 0.2)
+    stack = InferenceOptions.requested(False, True, True, "rnn")
+    assert (stack.consistency_iterations, stack.consistency_mtf) == (STACK_CONSISTENCY_ITERATIONS, 0.3)
+    assert stack.extra_radius(4, temporal=True) == stack.back_projection(4).frames_radius
+    with pytest.raises(InvalidRequestError, match="--sensor-mtf sets what --consistent assumes"):
+        InferenceOptions.requested(False, False, False, "cnn", sensor_mtf=0.2)
+    with pytest.raises(InvalidRequestError, match="--uncertainty is not supported for the temporal model 'rnn'"):
+        InferenceOptions.requested(True, False, True, "rnn")

@@ -141,12 +141,13 @@ def evaluate_stacks(
     device: str = "auto",
     ray_address: str | None = None,
     consistent: bool = False,
+    sensor_mtf: float | None = None,
 ) -> dict:
     """For every HR raster and frame count K: temporal `models` on the first K synthetic frames, single-image
     `models` on the clearest of them, and bicubic of their median, all scored on the same pixels. With
-    `consistent`, the models (not the baseline) run with back-projection."""
+    `consistent`, the models (not the baseline) run with back-projection, assuming `sensor_mtf`."""
     config = StackEvalConfig(scale=scale, frames=tuple(frames), crop=crop, zero_fill=zero_fill, seed=seed,
-                             consistent=consistent)
+                             consistent=consistent, sensor_mtf=sensor_mtf)
     weights = weights or {}
     validate_eval_request(hr_rasters, models, EvalConfig(scale=scale, crop=crop, zero_fill=zero_fill), weights, out_dir)
     out = Path(out_dir)
@@ -165,10 +166,11 @@ def evaluate_stacks(
                     outputs[label] = str(out / "sr" / f"{name}_K{k}_{model}_x{scale}.tif")
                     if temporal:
                         summary = super_resolve_timeseries(stack, outputs[label], model=model, consistent=consistent,
-                                                           weights=weights.get(model), **common)
+                                                           sensor_mtf=sensor_mtf, weights=weights.get(model), **common)
                     else:
                         summary = super_resolve_scene(clearest_frame_path(stack), outputs[label], model=model,
-                                                      consistent=consistent, weights=weights.get(model), **common)
+                                                      consistent=consistent, sensor_mtf=sensor_mtf,
+                                                      weights=weights.get(model), **common)
                     seconds[label] = sum(summary["seconds"].values())
                 composite = median_composite(stack, str(out / "inputs" / f"{name}_K{k}_median.tif"))
                 outputs[MEDIAN_BICUBIC] = str(out / "sr" / f"{name}_K{k}_median_bicubic_x{scale}.tif")

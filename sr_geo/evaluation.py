@@ -28,6 +28,7 @@ from rasterio.windows import Window
 from sr_geo.degrade import SensorModel
 from sr_geo.errors import InvalidRequestError
 from sr_geo.export import to_dtype
+from sr_geo.inference import InferenceOptions
 from sr_geo.metrics import cpsnr, ergas, high_frequency_energy, psnr, sam, ssim
 from sr_geo.models.registry import ModelSpec, weights_path
 from sr_geo.models.temporal import masked_median
@@ -449,6 +450,7 @@ class StackEvalConfig:
     max_shift: int = 3
     seed: int = 0
     consistent: bool = False  # models' outputs back-projected onto their inputs (`--consistent`), baselines not
+    sensor_mtf: float | None = None  # the MTF back-projection assumes (None: InferenceOptions' default)
 
     def __post_init__(self) -> None:
         EvalConfig(self.scale, self.crop, self.zero_fill, self.max_shift)  # validates scale and crop
@@ -584,9 +586,9 @@ def write_stack_table(rows: Sequence[StackRow], md_path: str, csv_path: str, con
         f"else {STACK_SYNTHESIS.cover[0]:.0%}–{STACK_SYNTHESIS.cover[1]:.0%} cover; seed {config.seed}). K frames = "
         "the first K. Temporal models see the K frames through `super_resolve_timeseries`; single-image models the "
         f"clearest of them through `super_resolve_scene`; {MEDIAN_BICUBIC} is bicubic of their per-pixel median. "
-        + ("Models ran with `--consistent`: outputs back-projected under the default sensor model (a temporal model's "
-           "onto every frame at its shift, a single-image model's onto its frame); the baseline not. "
-           if config.consistent else "")
+        + ("Models ran with `--consistent`: outputs back-projected under the sensor model with MTF "
+           f"{config.sensor_mtf or InferenceOptions().consistency_mtf} assumed (a temporal model's onto every frame at "
+           "its shift, a single-image model's onto its frame); the baseline not. " if config.consistent else "")
         + "cPSNR (bias removed, best integer shift up to "
         f"±{config.max_shift} HR px) and SSIM are band means with data_range = per-band HR range, over the pixels "
         "valid in the HR reference and in every output of that K (coverage): compare methods within a line; "

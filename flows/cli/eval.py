@@ -23,6 +23,8 @@ from sr_geo.models.registry import SCALES
 @click.option("--consistent", is_flag=True,
               help="With --stack: run the models (not the baseline) with --consistent: back-projected onto every "
                    "frame (temporal) or their frame (single-image) under the default sensor model.")
+@click.option("--sensor-mtf", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="With --consistent: the MTF at Nyquist that back-projection assumes [default: 0.3].")
 @click.option("--frames", "frame_counts", default=",".join(map(str, STACK_FRAMES)), show_default=True,
               help="With --stack: the frame counts K to compare.")
 @click.option("--scale", default="4", show_default=True, type=click.Choice([str(s) for s in SCALES]),
@@ -40,7 +42,8 @@ from sr_geo.models.registry import SCALES
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1, 1024), help="Tiles per model call.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--ray-address", envvar="RAY_ADDRESS", help="Ray cluster to use [default: a local one].")
-def command(hr_rasters: tuple[str, ...], models: str | None, stack: bool, consistent: bool, frame_counts: str, scale: int,
+def command(hr_rasters: tuple[str, ...], models: str | None, stack: bool, consistent: bool,
+            sensor_mtf: float | None, frame_counts: str, scale: int,
             output_dir: str, crop: int | None, weight_args: tuple[str, ...], rgb: str | None, keep_zeros: bool,
             tile: int, batch_size: int, device: str, ray_address: str | None) -> None:
     """Degrade each HR raster (files or globs) with the documented sensor model, super-resolve it with
@@ -48,6 +51,8 @@ def command(hr_rasters: tuple[str, ...], models: str | None, stack: bool, consis
     eval_stack_x<scale>.md/.csv)."""
     if consistent and not stack:
         raise InvalidRequestError("--consistent applies to stack evaluation only (add --stack)")
+    if sensor_mtf is not None and not consistent:
+        raise InvalidRequestError("--sensor-mtf sets what --consistent assumes; add --consistent or leave it out")
     sources = _expand(hr_rasters)
     models = models or ("rnn,cnn" if stack else "bicubic,lanczos")
     names = [m.strip() for m in models.split(",") if m.strip()]
@@ -64,7 +69,8 @@ def command(hr_rasters: tuple[str, ...], models: str | None, stack: bool, consis
 
             result = evaluate_stacks(sources, names, scale, output_dir, frames=counts, crop=crop, weights=weights,
                                      zero_fill=not keep_zeros, tile=tile, batch_size=batch_size, device=device,
-                                     ray_address=ray_address, consistent=consistent)
+                                     ray_address=ray_address, consistent=consistent,
+                                     sensor_mtf=sensor_mtf)
         click.echo(Path(result["table"]).read_text())
         click.echo(f"wrote {result['table']}, {result['csv']}")
         return

@@ -67,6 +67,7 @@ def test_eval_refuses_models_without_weights_in_one_line(make_raster, tmp_path, 
     (["--weights", "cnn"], "expected MODEL=FILE"),
     (["--weights", "cnn=missing.safetensors", "--models", "cnn"], "missing.safetensors: weights file"),
     (["--consistent"], "--consistent applies to stack evaluation only (add --stack)"),
+    (["--stack", "--sensor-mtf", "0.2"], "--sensor-mtf sets what --consistent assumes"),
 ])
 def test_eval_refuses_bad_requests(make_raster, tmp_path, args, message):
     hr = make_raster(64, 64)

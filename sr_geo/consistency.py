@@ -19,8 +19,8 @@ towards the least-squares agreement with every valid frame, each under the senso
 shift from the output's lattice (Landweber iteration with the true adjoint: the nearest-neighbour
 shortcut above would only match the frames' per-pixel mean and throw the shifts away). Its gain is
 in the fine detail, where the sensor's MTF is small, so it needs many iterations and a PSF close to
-the sensor's: measured on the held-out stacks (docs/models/rnn_x4.md), the right MTF adds about half
-a dB to the rnn at 8 frames, an MTF off by 0.1 to 0.15 a tenth of that. Being linear, the iteration
+the sensor's: measured on the held-out stacks (docs/models/rnn_x4.md), the right MTF adds 0.3 to 0.6
+dB to the rnn at 8 frames, an MTF off by 0.1 to 0.15 half of that or nothing. Being linear, the iteration
 has an influence kernel that decays with distance, and `frames_radius` measures where it falls below
 the seam tolerance; the planner uses that instead of the iterations' theoretical reach.
 """

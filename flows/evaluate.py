@@ -19,6 +19,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows.scene import super_resolve_scene
 from flows.timeseries import super_resolve_timeseries
 from sr_geo.evaluation import (
+    BASELINES,
     MEDIAN_BICUBIC,
     STACK_FRAMES,
     EvalCase,
@@ -78,9 +79,13 @@ def evaluate_models(
     batch_size: int = 4,
     device: str = "auto",
     ray_address: str | None = None,
+    consistent: bool = False,
+    sensor_mtf: float | None = None,
 ) -> dict:
-    """Score `models` (after the bicubic and lanczos baselines) on each HR raster; returns rows and file paths."""
-    config = EvalConfig(scale=scale, crop=crop, zero_fill=zero_fill, rgb=tuple(rgb) if rgb else None)
+    """Score `models` (after the bicubic and lanczos baselines) on each HR raster; returns rows and file paths.
+    With `consistent`, the models (not the baselines) run with back-projection, assuming `sensor_mtf`."""
+    config = EvalConfig(scale=scale, crop=crop, zero_fill=zero_fill, rgb=tuple(rgb) if rgb else None,
+                        consistent=consistent, sensor_mtf=sensor_mtf)
     weights = weights or {}
     validate_eval_request(hr_rasters, models, config, weights, out_dir)
     out = Path(out_dir)
@@ -91,13 +96,16 @@ def evaluate_models(
             hr, lr = make_inputs(source, str(out / "inputs"), name, config)
             outputs = []
             for model in model_order(models):
+                projected = consistent and model not in BASELINES
+                label = f"{model} consistent" if projected else model
                 sr = str(out / "sr" / f"{name}_{model}_x{scale}.tif")
                 summary = super_resolve_scene(lr, sr, model=model, scale=scale, weights=weights.get(model), tile=tile,
                                               batch_size=batch_size, workdir=str(out / ".sr-geo-work"), device=device,
-                                              ray_address=ray_address)
+                                              ray_address=ray_address, consistent=projected,
+                                              sensor_mtf=sensor_mtf if projected else None)
                 scores = score_output(sr, hr, lr, config)
-                rows.append(EvalRow(raster=name, model=model, seconds=sum(summary["seconds"].values()), **scores))
-                outputs.append((model, sr))
+                rows.append(EvalRow(raster=name, model=label, seconds=sum(summary["seconds"].values()), **scores))
+                outputs.append((label, sr))
             cases.append(EvalCase(name, hr, lr, tuple(outputs)))
         paths = write_results(rows, cases, str(out), config)
     create_markdown_artifact(Path(paths["table"]).read_text(), key="sr-geo-eval",

@@ -58,6 +58,8 @@ class EvalConfig:
     zero_fill: bool = True
     max_shift: int = 3
     rgb: tuple[int, int, int] | None = None
+    consistent: bool = False  # models' outputs back-projected onto their input (`--consistent`), baselines not
+    sensor_mtf: float | None = None  # the MTF back-projection assumes (None: InferenceOptions' default)
 
     def __post_init__(self) -> None:
         SensorModel(self.scale)  # validates the scale
@@ -109,6 +111,16 @@ _COLUMNS = {
     "hf_ratio": ("HF energy SR/HR", ".3f"),
     "seconds": ("pipeline s", ".1f"),
 }
+
+
+def consistency_note(config: EvalConfig | StackEvalConfig) -> str:
+    """The caption's sentence on `--consistent`, empty without it."""
+    if not config.consistent:
+        return ""
+    mtf = config.sensor_mtf or InferenceOptions().consistency_mtf
+    return (f"Models ran with `--consistent`: outputs back-projected under the sensor model with MTF {mtf} assumed "
+            "(a temporal model's onto every frame at its shift, a single-image model's onto its input); the "
+            "baselines not. ")
 
 
 def model_order(models: Sequence[str]) -> tuple[str, ...]:
@@ -266,7 +278,8 @@ def write_table(rows: Sequence[EvalRow], md_path: str, csv_path: str, config: Ev
         "PSNR, SSIM, cPSNR and LR-consistency use data_range = per-band HR valid-pixel range (max − min); "
         f"cPSNR removes the mean bias and takes the best of integer shifts up to ±{config.max_shift} HR px; "
         "LR-consistency degrades the output by the same sensor model and compares it with the LR input. "
-        "HF energy SR/HR: share of spectral energy above half Nyquist, output over HR (1 = as detailed as HR).",
+        "HF energy SR/HR: share of spectral energy above half Nyquist, output over HR (1 = as detailed as HR). "
+        + consistency_note(config),
         "",
         "| raster | model | " + " | ".join(f"{header} (L = HR range)" if key in ("psnr", "ssim", "cpsnr") else header
                                         for key, (header, _) in _COLUMNS.items()) + " |",
@@ -586,9 +599,7 @@ def write_stack_table(rows: Sequence[StackRow], md_path: str, csv_path: str, con
         f"else {STACK_SYNTHESIS.cover[0]:.0%}–{STACK_SYNTHESIS.cover[1]:.0%} cover; seed {config.seed}). K frames = "
         "the first K. Temporal models see the K frames through `super_resolve_timeseries`; single-image models the "
         f"clearest of them through `super_resolve_scene`; {MEDIAN_BICUBIC} is bicubic of their per-pixel median. "
-        + ("Models ran with `--consistent`: outputs back-projected under the sensor model with MTF "
-           f"{config.sensor_mtf or InferenceOptions().consistency_mtf} assumed (a temporal model's onto every frame at "
-           "its shift, a single-image model's onto its frame); the baseline not. " if config.consistent else "")
+        + consistency_note(config)
         + "cPSNR (bias removed, best integer shift up to "
         f"±{config.max_shift} HR px) and SSIM are band means with data_range = per-band HR range, over the pixels "
         "valid in the HR reference and in every output of that K (coverage): compare methods within a line; "

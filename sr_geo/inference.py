@@ -24,6 +24,7 @@ from sr_geo.degrade import SensorModel
 from sr_geo.errors import InvalidRequestError
 from sr_geo.models.base import SRModel
 from sr_geo.models.temporal import screen_outliers
+from sr_geo.plan import BORDER
 from sr_geo.stack import Stack
 from sr_geo.store import TileStore
 from sr_geo.uncertainty import dihedral_spread
@@ -246,16 +247,16 @@ def predict_whole(
     shifts: np.ndarray | None = None,
 ) -> np.ndarray:
     """One forward pass over a whole (B, H, W) image, or (T, B, H, W) stack with (T, H, W) validity and
-    (T, 2) shifts, reflect-padded by `halo`: the seam-free reference. Frames are chosen as `TilePredictor`
-    chooses them."""
+    (T, 2) shifts, padded by `halo` as the tiler pads (`BORDER`): the seam-free reference. Frames are chosen
+    as `TilePredictor` chooses them."""
     if pixels.ndim == 4 and not model.temporal:
         frame = clearest_frame(valid.sum(axis=(1, 2)))
         pixels, valid = pixels[frame], valid[frame]
     elif pixels.ndim == 3 and model.temporal:
         pixels, valid = pixels[None], valid[None]
     space = ((halo, halo), (halo, halo))
-    x = np.pad(norm.apply(pixels, valid), ((0, 0),) * (pixels.ndim - 2) + space, mode="reflect")
-    valid = np.pad(valid, ((0, 0),) * (valid.ndim - 2) + space, mode="reflect")
+    x = np.pad(norm.apply(pixels, valid), ((0, 0),) * (pixels.ndim - 2) + space, mode=BORDER)
+    valid = np.pad(valid, ((0, 0),) * (valid.ndim - 2) + space, mode=BORDER)
     y = norm.invert(run_model(model, x[None], valid[None], device, options, shifts)[0][0])
     s = model.scale
     return y[:, halo * s : y.shape[1] - halo * s, halo * s : y.shape[2] - halo * s]

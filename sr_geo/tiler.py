@@ -1,14 +1,14 @@
 """Cut a raster, or the frames of a time series, into the store's padded tiles: parallel windowed reads with dask.
 
 Each tile is one dask task that reads only its own window (GDAL decodes just the blocks it needs),
-pads it by reflection to the common region shape, and writes its own chunks and marker. Nothing
+pads it by mirroring at the raster's edge (`BORDER`) to the common region shape, and writes its own chunks and marker. Nothing
 passes through the caller but tile ids, and tiles already marked are skipped, so tiling resumes.
 
 A stack (`sr_geo.stack`) is tiled the same way, one task per tile reading every frame, because a
 tile's frames share one chunk of the store and a chunk has one writer. Frames on the reference
 lattice are read at their pixel offset; others through a WarpedVRT on the reference grid, whose alpha
 band marks what the frame covers. Pixels a frame does not cover are invalid; beyond the reference
-raster every frame is reflect-padded, exactly as a single scene is.
+raster every frame is mirrored, exactly as a single scene is.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from rasterio.vrt import WarpedVRT
 from sr_geo.grid import Grid
 from sr_geo.memory import release_freed_memory
 from sr_geo.parallel import for_each_tile
-from sr_geo.plan import TilePlan, intersect
+from sr_geo.plan import BORDER, TilePlan, intersect
 from sr_geo.stack import ON_GRID, GridRead, Stack, open_on_grid, read_on_grid
 from sr_geo.storage import gdal_cache_reserve
 from sr_geo.store import TileStore
@@ -60,14 +60,14 @@ class _Readers:
 def read_region(
     ds: rasterio.DatasetReader | WarpedVRT, plan: TilePlan, tile_id: int, read: GridRead = ON_GRID
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The tile's region as (bands, h, w) pixels and (h, w) validity, reflect-padded outside the raster.
+    """The tile's region as (bands, h, w) pixels and (h, w) validity, mirrored outside the raster (`BORDER`).
 
     `read` places a stack frame on the reference grid (`ds` is then its reader from `_Readers`).
     """
     tile = plan.tile(tile_id)
     inside, pads = intersect(tile.region, plan.height, plan.width)
     data, valid = read_on_grid(ds, inside, read)
-    return np.pad(data, ((0, 0), *pads), mode="reflect"), np.pad(valid, pads, mode="reflect")
+    return np.pad(data, ((0, 0), *pads), mode=BORDER), np.pad(valid, pads, mode=BORDER)
 
 
 def core_statistics(data: np.ndarray, valid: np.ndarray, plan: TilePlan, tile_id: int) -> np.ndarray:

@@ -21,8 +21,8 @@ from sr_geo.models.registry import SCALES
               help="Evaluate on synthetic time series (jittered, cloud-masked frames): temporal models on K frames, "
                    "single-image models on the clearest, bicubic of the median.")
 @click.option("--consistent", is_flag=True,
-              help="With --stack: run the models (not the baseline) with --consistent: back-projected onto every "
-                   "frame (temporal) or their frame (single-image) under the default sensor model.")
+              help="Run the models (not the baselines) with --consistent: back-projected onto their input (with "
+                   "--stack, a temporal model onto every frame) under the sensor model.")
 @click.option("--sensor-mtf", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="With --consistent: the MTF at Nyquist that back-projection assumes [default: 0.3].")
 @click.option("--frames", "frame_counts", default=",".join(map(str, STACK_FRAMES)), show_default=True,
@@ -49,8 +49,6 @@ def command(hr_rasters: tuple[str, ...], models: str | None, stack: bool, consis
     """Degrade each HR raster (files or globs) with the documented sensor model, super-resolve it with
     every model, and write eval_x<scale>.md/.csv and a picture grid to the output directory (with --stack:
     eval_stack_x<scale>.md/.csv)."""
-    if consistent and not stack:
-        raise InvalidRequestError("--consistent applies to stack evaluation only (add --stack)")
     if sensor_mtf is not None and not consistent:
         raise InvalidRequestError("--sensor-mtf sets what --consistent assumes; add --consistent or leave it out")
     sources = _expand(hr_rasters)
@@ -79,7 +77,8 @@ def command(hr_rasters: tuple[str, ...], models: str | None, stack: bool, consis
 
         result = evaluate_models(sources, names, scale, output_dir, crop=crop, weights=weights,
                                  zero_fill=not keep_zeros, rgb=config.rgb, tile=tile, batch_size=batch_size,
-                                 device=device, ray_address=ray_address)
+                                 device=device, ray_address=ray_address, consistent=consistent,
+                                 sensor_mtf=sensor_mtf)
     click.echo(Path(result["table"]).read_text())
     click.echo(f"wrote {result['table']}, {result['csv']}, {result['grid']}")
 

@@ -51,6 +51,23 @@ def test_eval_through_the_real_flow(make_raster, tmp_path):
     assert Artifact.get("sr-geo-eval").data == table
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_cluster", "prefect_harness")
+def test_consistent_eval_back_projects_the_models_not_the_baselines(make_raster, tmp_path):
+    """The evaluation's sensor is what back-projection assumes by default: the back-projected CNN reproduces
+    its LR input better than the plain one, and the baselines' rows are those of a plain evaluation."""
+    from flows.evaluate import evaluate_models
+
+    hr = make_raster(128, 128, bands=2, dtype="float32", seed=9, name="hr.tif")  # no rounding to cap LR-PSNR
+    runs = {consistent: [row for row in evaluate_models([str(hr)], ["cnn"], 4, str(tmp_path / f"eval{consistent}"),
+                                                        tile=32, consistent=consistent)["rows"]]
+            for consistent in (False, True)}
+    assert [row["model"] for row in runs[True]] == ["bicubic", "lanczos", "cnn consistent"]
+    assert runs[True][2]["lr_psnr"] > runs[False][2]["lr_psnr"] + 3
+    assert [row["psnr"] for row in runs[True][:2]] == pytest.approx([row["psnr"] for row in runs[False][:2]])
+    assert "Models ran with `--consistent`" in (tmp_path / "evalTrue" / "eval_x4.md").read_text()
+
+
 def test_eval_refuses_models_without_weights_in_one_line(make_raster, tmp_path, monkeypatch):
     monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path / "no-weights")
     hr = make_raster(64, 64)
@@ -66,7 +83,6 @@ def test_eval_refuses_models_without_weights_in_one_line(make_raster, tmp_path, 
     (["--crop", "12"], "12 is not in the range x>=32"),
     (["--weights", "cnn"], "expected MODEL=FILE"),
     (["--weights", "cnn=missing.safetensors", "--models", "cnn"], "missing.safetensors: weights file"),
-    (["--consistent"], "--consistent applies to stack evaluation only (add --stack)"),
     (["--stack", "--sensor-mtf", "0.2"], "--sensor-mtf sets what --consistent assumes"),
 ])
 def test_eval_refuses_bad_requests(make_raster, tmp_path, args, message):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from rasterio.windows import Window
 
-from sr_geo.plan import TilePlan, intersect, plan_tiles
+from sr_geo.plan import BORDER, TilePlan, intersect, plan_tiles
 
 SIZES = [(1, 1), (3, 500), (257, 300), (1000, 999)]
 TILES = [64, 100, 256]
@@ -74,16 +74,16 @@ def test_output_chunk_is_core_times_scale_and_each_core_owns_one_chunk(
 @pytest.mark.parametrize("halo", HALOS)
 @pytest.mark.parametrize(("height", "width", "tile"), [(1, 1, 64), (3, 500, 64), (257, 300, 100), (1000, 999, 256)])
 def test_intersect_padding_restores_the_region(height: int, width: int, tile: int, halo: int) -> None:
-    """Reflect-padding the in-raster part by intersect's pads rebuilds the region of the padded raster.
+    """Padding the in-raster part by intersect's pads (BORDER) rebuilds the region of the padded raster.
 
     Checked on coordinate rasters, so a value is the (row, col) it came from: inside the halo band
-    around the raster, the region must hold exactly what np.pad(raster, halo, 'reflect') holds.
+    around the raster, the region must hold exactly what np.pad(raster, halo, BORDER) holds.
     """
     plan = plan_tiles(height, width, tile=tile, halo=halo, scale=2)
     rows = np.arange(height)
     cols = np.arange(width)
-    padded_rows = np.pad(rows, halo, mode="reflect")
-    padded_cols = np.pad(cols, halo, mode="reflect")
+    padded_rows = np.pad(rows, halo, mode=BORDER)
+    padded_cols = np.pad(cols, halo, mode=BORDER)
     for t in plan.tiles():
         inside, ((top, bottom), (left, right)) = intersect(t.region, height, width)
         ir0, ic0, ir1, ic1 = window_bounds(inside)
@@ -91,8 +91,8 @@ def test_intersect_padding_restores_the_region(height: int, width: int, tile: in
         assert 0 <= ir0 <= ir1 <= height and 0 <= ic0 <= ic1 <= width
         assert min(top, bottom, left, right) >= 0
         assert (ir0 - top, ir1 + bottom, ic0 - left, ic1 + right) == (rr0, rr1, rc0, rc1)
-        got_rows = np.pad(rows[ir0:ir1], (top, bottom), mode="reflect")
-        got_cols = np.pad(cols[ic0:ic1], (left, right), mode="reflect")
+        got_rows = np.pad(rows[ir0:ir1], (top, bottom), mode=BORDER)
+        got_cols = np.pad(cols[ic0:ic1], (left, right), mode=BORDER)
         assert got_rows.shape == (plan.region_shape[0],) and got_cols.shape == (plan.region_shape[1],)
         # Compare where the region overlaps the halo band [-halo, size + halo) of the padded raster.
         r_lo, r_hi = max(rr0, -halo), min(rr1, height + halo)

@@ -8,7 +8,7 @@ import rasterio
 from rasterio.env import get_gdal_config
 
 from conftest import write_raster
-from sr_geo.plan import plan_tiles
+from sr_geo.plan import BORDER, plan_tiles
 from sr_geo.scene import inspect_scene
 from sr_geo.store import RunKey, TileStore
 from sr_geo.tiler import block_rows_bytes, tile_scene
@@ -29,14 +29,14 @@ def read_raster(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def assert_regions_match_padded_raster(store: TileStore, data: np.ndarray, valid: np.ndarray) -> dict[str, int]:
-    """Every stored region equals np.pad(raster, halo, 'reflect') cropped to it (inside the halo band).
+    """Every stored region equals np.pad(raster, halo, BORDER) cropped to it (inside the halo band).
 
     Returns how many interior and edge tiles were checked, so callers can insist on both kinds.
     """
     plan = store.plan
     halo, (height, width) = plan.halo, (plan.height, plan.width)
-    padded = np.pad(data, ((0, 0), (halo, halo), (halo, halo)), mode="reflect")
-    padded_valid = np.pad(valid, halo, mode="reflect")
+    padded = np.pad(data, ((0, 0), (halo, halo), (halo, halo)), mode=BORDER)
+    padded_valid = np.pad(valid, halo, mode=BORDER)
     pixels, validity = store.read_inputs(list(range(plan.n_tiles)))
     assert pixels.shape == (plan.n_tiles, 1, data.shape[0], *plan.region_shape)
     assert pixels.dtype == data.dtype
@@ -65,7 +65,7 @@ def assert_regions_match_padded_raster(store: TileStore, data: np.ndarray, valid
     ("height", "width", "tile", "halo"),
     [(100, 130, 32, 5), (97, 61, 24, 0), (70, 83, 16, 20), (1, 1, 64, 3), (5, 300, 64, 7), (40, 50, 64, 4)],
 )
-def test_stored_regions_are_the_reflect_padded_raster(make_raster, tmp_path: Path, height, width, tile, halo) -> None:
+def test_stored_regions_are_the_mirrored_raster(make_raster, tmp_path: Path, height, width, tile, halo) -> None:
     mask = np.ones((height, width), dtype=bool)
     mask[height // 3 : height // 2, width // 4 : width // 3 + 1] = False
     path = make_raster(height, width, bands=2, mask=mask)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -23,7 +23,6 @@ from sr_geo.consistency import BackProjection
 from sr_geo.degrade import SensorModel
 from sr_geo.errors import InvalidRequestError
 from sr_geo.models.base import SRModel
-from sr_geo.models.temporal import screen_outliers
 from sr_geo.plan import BORDER
 from sr_geo.stack import Stack
 from sr_geo.store import TileStore
@@ -68,6 +67,12 @@ CONSISTENCY_ITERATIONS = 8
 STACK_CONSISTENCY_ITERATIONS = 50
 
 
+def check_sensor_mtf(consistent: bool, sensor_mtf: float | None) -> None:
+    """An assumed MTF means nothing without back-projection: refuse it rather than ignore it."""
+    if sensor_mtf is not None and not consistent:
+        raise InvalidRequestError("--sensor-mtf sets what --consistent assumes; add --consistent or leave it out")
+
+
 @dataclass(frozen=True)
 class InferenceOptions:
     """How the model is applied, recorded in the store so every actor applies it the same way.
@@ -87,10 +92,11 @@ class InferenceOptions:
                   sensor_mtf: float | None = None) -> InferenceOptions:
         """The options a run's flags ask for, refused in one line where the model cannot honour them.
         `sensor_mtf` is the sensor's MTF at Nyquist that back-projection assumes (None: the default)."""
-        if sensor_mtf is not None and not consistent:
-            raise InvalidRequestError("--sensor-mtf sets what --consistent assumes; add --consistent or leave it out")
+        check_sensor_mtf(consistent, sensor_mtf)
         iterations = (STACK_CONSISTENCY_ITERATIONS if temporal else CONSISTENCY_ITERATIONS) if consistent else 0
-        options = cls(uncertainty, iterations, *(() if sensor_mtf is None else (sensor_mtf,)))
+        options = cls(uncertainty, iterations)
+        if sensor_mtf is not None:
+            options = replace(options, consistency_mtf=sensor_mtf)
         options.check_model(temporal, arch)
         return options
 
@@ -170,10 +176,7 @@ def run_model(
         y = y.float()
         projection = options.back_projection(model.scale)
         if projection is not None and model.temporal:
-            # The frames the model screened out as undetected clouds must not pull the output either.
-            threshold = getattr(model, "outlier_threshold", None)
-            screened = vt if threshold is None else screen_outliers(xt, vt, threshold)
-            y = projection.project_frames(y, xt, screened, st)
+            y = projection.project_frames(y, xt, model.observed(xt, vt), st)
         elif projection is not None:
             y = projection.project(y, xt, vt)
     return y.cpu().numpy(), None if spread is None else spread.float().cpu().numpy()

@@ -1,8 +1,9 @@
 """Cut a raster, or the frames of a time series, into the store's padded tiles: parallel windowed reads with dask.
 
 Each tile is one dask task that reads only its own window (GDAL decodes just the blocks it needs),
-pads it by mirroring at the raster's edge (`BORDER`) to the common region shape, and writes its own chunks and marker. Nothing
-passes through the caller but tile ids, and tiles already marked are skipped, so tiling resumes.
+pads it by mirroring at the raster's edge (`BORDER`) to the common region shape, and writes its own
+chunks and marker. Nothing passes through the caller but tile ids, and tiles already marked are
+skipped, so tiling resumes.
 
 A stack (`sr_geo.stack`) is tiled the same way, one task per tile reading every frame, because a
 tile's frames share one chunk of the store and a chunk has one writer. Frames on the reference

@@ -10,6 +10,7 @@ import click
 
 from sr_geo.errors import InvalidRequestError
 from sr_geo.evaluation import STACK_FRAMES, EvalConfig, StackEvalConfig, validate_eval_request
+from sr_geo.inference import check_sensor_mtf
 from sr_geo.models.registry import SCALES
 
 
@@ -49,8 +50,7 @@ def command(hr_rasters: tuple[str, ...], models: str | None, stack: bool, consis
     """Degrade each HR raster (files or globs) with the documented sensor model, super-resolve it with
     every model, and write eval_x<scale>.md/.csv and a picture grid to the output directory (with --stack:
     eval_stack_x<scale>.md/.csv)."""
-    if sensor_mtf is not None and not consistent:
-        raise InvalidRequestError("--sensor-mtf sets what --consistent assumes; add --consistent or leave it out")
+    check_sensor_mtf(consistent, sensor_mtf)
     sources = _expand(hr_rasters)
     models = models or ("rnn,cnn" if stack else "bicubic,lanczos")
     names = [m.strip() for m in models.split(",") if m.strip()]

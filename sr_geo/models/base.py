@@ -46,5 +46,10 @@ class SRModel(nn.Module):
             return self.effective_radius
         return self.theoretical_radius
 
+    def observed(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """The pixels of a temporal model's frames (N, T, C, H, W) it takes as observations, (N, T, H, W):
+        `valid`, less what the model itself screens out. Back-projection onto the frames honours the same."""
+        return valid
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

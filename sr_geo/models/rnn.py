@@ -142,6 +142,10 @@ class RNN(SRModel):
             self._theoretical_radius = theoretical_radius(SingleImageView(self), self.scale)
         return self._theoretical_radius
 
+    def observed(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """`valid` less the undetected clouds the Hampel screen finds (`screen_outliers`), if it is on."""
+        return valid if self.outlier_threshold is None else screen_outliers(x, valid, self.outlier_threshold)
+
     def forward(self, x: torch.Tensor, valid: torch.Tensor, shifts: torch.Tensor | None = None) -> torch.Tensor:
         """x (N, T, C, H, W) standardised, invalid pixels 0; valid (N, T, H, W); shifts (N, T, 2) as
         `sr_geo.registration` measures them, (dy, dx) LR pixels, None for frames taken as aligned
@@ -150,9 +154,8 @@ class RNN(SRModel):
         shifts = x.new_zeros((n, frames, 2)) if shifts is None else shifts.to(x.dtype)
         shifts = shifts - shifts.mean(dim=1, keepdim=True)  # the output lies at the frames' centroid
         x = torch.where(valid.unsqueeze(2), x, torch.zeros_like(x))  # what an invalid pixel holds never matters
-        if self.outlier_threshold is not None:
-            valid = screen_outliers(x, valid, self.outlier_threshold)
-            x = torch.where(valid.unsqueeze(2), x, torch.zeros_like(x))
+        valid = self.observed(x, valid)
+        x = torch.where(valid.unsqueeze(2), x, torch.zeros_like(x))
         reference, composite = aligned_composites(x, valid, shifts)
         mask = valid.to(x.dtype)
         per_frame = torch.stack([

@@ -34,6 +34,7 @@ from sr_geo.models.registry import ModelSpec, weights_path
 from sr_geo.models.temporal import masked_median
 from sr_geo.preflight import validate_request
 from sr_geo.quicklook import rgb_bands
+from sr_geo.scene import data_bands, read_valid
 from sr_geo.training.temporal import StackSynthesis
 
 EVAL_MTF_NYQUIST = 0.3
@@ -168,12 +169,9 @@ def prepare_hr(source: str, hr_path: str, scale: int, crop: int | None = None, z
         height = min(src.height, crop or src.height) // scale * scale
         width = min(src.width, crop or src.width) // scale * scale
         window = Window((src.width - width) // 2, (src.height - height) // 2, width, height)
-        data = src.read(window=window)
-        valid = src.dataset_mask(window=window) > 0
+        data, valid = read_valid(src, window)
         if zero_fill and all(flags == [MaskFlags.all_valid] for flags in src.mask_flag_enums):
             valid &= (data != 0).any(axis=0)
-        if np.issubdtype(data.dtype, np.floating):
-            valid &= np.isfinite(data).all(axis=0)
         if not valid.any():
             raise InvalidRequestError(f"{source}: the evaluated {width}×{height} px region has no valid pixel")
         _write(hr_path, data, valid, src, src.window_transform(window))
@@ -373,7 +371,7 @@ def _largest_valid_square(valid: np.ndarray) -> tuple[slice, slice]:
 
 
 def _write(path: str, data: np.ndarray, valid: np.ndarray, like: rasterio.DatasetReader, transform: Affine) -> None:
-    """A GeoTIFF with `like`'s CRS, dtype, nodata and band metadata; an internal mask where needed."""
+    """A GeoTIFF with `like`'s CRS, dtype, nodata and data bands' metadata; an internal mask where needed."""
     profile = {"driver": "GTiff", "height": data.shape[1], "width": data.shape[2], "count": data.shape[0],
                "dtype": like.dtypes[0], "crs": like.crs, "transform": transform, "nodata": like.nodata,
                "compress": "deflate"}
@@ -384,9 +382,10 @@ def _write(path: str, data: np.ndarray, valid: np.ndarray, like: rasterio.Datase
         dst.write(data)
         if like.nodata is None and not valid.all():
             dst.write_mask(valid.astype(np.uint8) * 255)
-        dst.descriptions = like.descriptions
-        dst.colorinterp = like.colorinterp
-        dst.units = like.units
+        bands = data_bands(like)  # an alpha band became the mask
+        dst.descriptions = [like.descriptions[i - 1] for i in bands]
+        dst.colorinterp = [like.colorinterp[i - 1] for i in bands]
+        dst.units = [like.units[i - 1] for i in bands]
 
 
 def _display_bands(ds: rasterio.DatasetReader, rgb: tuple[int, int, int] | None) -> list[int]:

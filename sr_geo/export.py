@@ -49,7 +49,8 @@ def to_dtype(values: np.ndarray, valid: np.ndarray, dtype: str, nodata: float | 
     """Round and clip float output into `dtype`; masked pixels become nodata, valid ones never do.
 
     A valid pixel that would round onto the nodata value is moved one step away from it, otherwise
-    every reader would take it for a hole.
+    every reader would take it for a hole. A float raster without nodata gets NaN in its holes, as
+    it had them in the input (`sr_geo.scene.finite`).
     """
     if np.issubdtype(np.dtype(dtype), np.integer):
         info = np.iinfo(dtype)
@@ -59,6 +60,8 @@ def to_dtype(values: np.ndarray, valid: np.ndarray, dtype: str, nodata: float | 
             out[(out == nodata) & valid] = np.array(nodata + step).astype(dtype)
     else:
         out = values.astype(dtype)
+        if nodata is None:
+            out[:, ~valid] = np.nan
     if nodata is not None:
         out[:, ~valid] = np.array(nodata).astype(dtype)
     return out
@@ -155,7 +158,7 @@ def _write_tiles(store: TileStore, scene: SceneInfo, layer: Layer, path: Path, w
         dst.colorinterp = [ColorInterp[name] for name in scene.colorinterp]
         dst.units = scene.units
         dst.scales, dst.offsets = scene.scales, layer.offsets
-        dst.update_tags(**provenance_tags(store), SR_GEO_LAYER=layer.description)
+        dst.update_tags(**dict(scene.tags) | provenance_tags(store) | {"SR_GEO_LAYER": layer.description})
 
 
 def overview_factors(height: int, width: int, block: int = BLOCK) -> list[int]:

@@ -14,6 +14,8 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
+from sr_geo.scene import finite
+
 _RGB_NAMES = (("red", "b04", "b4"), ("green", "b03", "b3"), ("blue", "b02", "b2"))
 
 
@@ -41,7 +43,7 @@ def write_quicklook(source: str, output: str, scale: int, path: str, patch: int 
         h, w = min(patch, src.height), min(patch, src.width)
         window = Window((src.width - w) // 2, (src.height - h) // 2, w, h)
         before = src.read(bands, window=window).astype(np.float64)
-        valid = src.dataset_mask(window=window) > 0
+        valid = finite(before, src.dataset_mask(window=window) > 0)
         up = Window(window.col_off * scale, window.row_off * scale, w * scale, h * scale)
         after = out.read(bands, window=up).astype(np.float64)
     # Stretch on valid pixels only: a nodata value (-9999, 0, NaN) would otherwise set the 2 % point.

@@ -16,6 +16,7 @@ from rasterio.windows import Window
 
 from sr_geo.degrade import area_downsample
 from sr_geo.metrics import phase_correlation_shift
+from sr_geo.scene import data_bands, read_valid
 
 # Output pixels per side of each window compared: the input window is this over the scale, so the
 # check holds the same memory at every scale (1024² output pixels: 4 MB a band in float32; 512 input
@@ -45,14 +46,14 @@ def _blocks(height: int, width: int, block: int):
 def consistency_check(source: str, output: str, scale: int) -> ConsistencyCheck:
     """Stream both rasters in blocks (bounded memory) and compare on the input grid."""
     with rasterio.open(source) as src, rasterio.open(output) as out:
-        bands = src.count
+        bands = len(data_bands(src))
         sse = np.zeros(bands)
         count = 0
         lo, hi = np.full(bands, np.inf), np.full(bands, -np.inf)
         step = max(OUTPUT_BLOCK // scale, 1)
         for window in _blocks(src.height, src.width, step):
-            ref = src.read(window=window).astype(np.float64)
-            valid = src.dataset_mask(window=window) > 0
+            ref, valid = read_valid(src, window)
+            ref = ref.astype(np.float64)
             if not valid.any():
                 continue
             diff = (_degraded(out, window, scale) - ref)[:, valid]
@@ -63,8 +64,8 @@ def consistency_check(source: str, output: str, scale: int) -> ConsistencyCheck:
         mse = sse / max(count, 1)
         psnr = tuple(float(v) for v in np.where(mse > 0, 10 * np.log10(data_range**2 / np.maximum(mse, 1e-300)), np.inf))
         crop = _central_window(src.height, src.width, SHIFT_CROP)
-        ref = src.read(window=crop).astype(np.float64).mean(axis=0)
-        valid = src.dataset_mask(window=crop) > 0
+        ref, valid = read_valid(src, crop)
+        ref = ref.astype(np.float64).mean(axis=0)
         degraded = np.empty(ref.shape)
         for sub in _blocks(crop.height, crop.width, step):
             part = Window(crop.col_off + sub.col_off, crop.row_off + sub.row_off, sub.width, sub.height)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import rasterio
 from affine import Affine
-from rasterio.enums import MaskFlags, Resampling
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioIOError
 
 from sr_geo.errors import InvalidRasterError
@@ -39,6 +39,7 @@ class SceneInfo:
     offsets: tuple[float, ...]
     size_bytes: int
     mtime: float
+    tags: tuple[tuple[str, str], ...] = ()  # the dataset's own metadata (dates, sensor), which the output keeps
 
     @property
     def band_names(self) -> tuple[str, ...]:
@@ -68,6 +69,7 @@ class SceneInfo:
             "offsets": list(self.offsets),
             "size_bytes": self.size_bytes,
             "mtime": self.mtime,
+            "tags": [list(tag) for tag in self.tags],
         }
 
     @classmethod
@@ -76,6 +78,7 @@ class SceneInfo:
             crs=attrs["crs_wkt"], transform=Affine(*attrs["transform"]), width=attrs["width"], height=attrs["height"]
         )
         fields = {k: v for k, v in attrs.items() if k not in ("crs_wkt", "transform", "width", "height")}
+        fields["tags"] = tuple(tuple(tag) for tag in fields.get("tags", ()))
         return cls(grid=grid, **{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
 
@@ -113,7 +116,13 @@ def inspect_scene(path: str) -> SceneInfo:
                 )
             raise InvalidRasterError(f"{path}: raster has no CRS (assign one, e.g. gdal_edit -a_srs)")
         check_north_up(ds.transform, path)
-        dtypes = set(ds.dtypes)
+        if ColorInterp.palette in ds.colorinterp:
+            raise InvalidRasterError(
+                f"{path}: palette-indexed raster: its values are class codes, not intensities (expand it "
+                "first, e.g. gdal_translate -expand rgb)"
+            )
+        bands = data_bands(ds)
+        dtypes = {ds.dtypes[i - 1] for i in bands}
         if len(dtypes) != 1:
             raise InvalidRasterError(f"{path}: bands have different data types {sorted(dtypes)}")
         dtype = ds.dtypes[0]
@@ -132,17 +141,18 @@ def inspect_scene(path: str) -> SceneInfo:
         return SceneInfo(
             path=path,
             grid=Grid(crs=ds.crs.to_wkt(), transform=ds.transform, width=ds.width, height=ds.height),
-            count=ds.count,
+            count=len(bands),
             dtype=dtype,
             nodata=None if ds.nodata is None else float(ds.nodata),
             has_mask=_has_mask(ds),
-            descriptions=tuple(ds.descriptions),
-            colorinterp=tuple(ci.name for ci in ds.colorinterp),
-            units=tuple(u or "" for u in ds.units),
-            scales=tuple(float(s) for s in ds.scales),
-            offsets=tuple(float(o) for o in ds.offsets),
+            descriptions=tuple(ds.descriptions[i - 1] for i in bands),
+            colorinterp=tuple(ds.colorinterp[i - 1].name for i in bands),
+            units=tuple(ds.units[i - 1] or "" for i in bands),
+            scales=tuple(float(ds.scales[i - 1]) for i in bands),
+            offsets=tuple(float(ds.offsets[i - 1]) for i in bands),
             size_bytes=size,
             mtime=mtime,
+            tags=tuple(sorted((k, v) for k, v in ds.tags().items() if k != "AREA_OR_POINT")),
         )
 
 
@@ -153,17 +163,38 @@ def check_has_valid_pixels(path: str, block: int = 1024) -> None:
     low resolution is read in full, block by block, so the check stays bounded in memory.
     """
     with _open(path) as ds:
-        out_shape = (min(ds.height, block), min(ds.width, block))
-        if ds.dataset_mask(out_shape=out_shape, resampling=Resampling.nearest).any():
+        if _any_valid(ds, None, (min(ds.height, block), min(ds.width, block))):
             return
         for row in range(0, ds.height, block):
             for col in range(0, ds.width, block):
-                window = ((row, min(row + block, ds.height)), (col, min(col + block, ds.width)))
-                if ds.dataset_mask(window=window).any():
+                if _any_valid(ds, ((row, min(row + block, ds.height)), (col, min(col + block, ds.width)))):
                     return
     raise InvalidRasterError(f"{path}: every pixel is nodata or masked; there is nothing to super-resolve")
 
 
-def valid_mask(ds: rasterio.DatasetReader, window) -> np.ndarray:
-    """GDAL's dataset mask as bool: a pixel is valid where any band is valid."""
-    return ds.dataset_mask(window=window) > 0
+def _any_valid(ds: rasterio.DatasetReader, window, out_shape: tuple[int, int] | None = None) -> bool:
+    valid = ds.dataset_mask(window=window, out_shape=out_shape, resampling=Resampling.nearest) > 0
+    if valid.any() and np.dtype(ds.dtypes[0]).kind == "f":  # pixel values matter only for finiteness
+        bands = data_bands(ds)
+        shape = None if out_shape is None else (len(bands), *out_shape)
+        valid = finite(ds.read(bands, window=window, out_shape=shape, resampling=Resampling.nearest), valid)
+    return bool(valid.any())
+
+
+def data_bands(ds: rasterio.DatasetReader) -> list[int]:
+    """The 1-based indexes of the bands that hold data: every band but an alpha band, which is the
+    raster's mask (GDAL's dataset mask reads it), not a quantity to super-resolve."""
+    return [i for i, ci in enumerate(ds.colorinterp, start=1) if ci != ColorInterp.alpha]
+
+
+def read_valid(ds: rasterio.DatasetReader, window) -> tuple[np.ndarray, np.ndarray]:
+    """The data bands of `window` and their validity: GDAL's dataset mask (nodata, internal or
+    external mask, alpha; a pixel is valid where any band is), made `finite`."""
+    data = ds.read(data_bands(ds), window=window)
+    return data, finite(data, ds.dataset_mask(window=window) > 0)
+
+
+def finite(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """`valid` where every band of `data` (bands, h, w) is finite. Float rasters often hold NaN where
+    no nodata is declared, and one NaN fed to a network spreads over its whole receptive field."""
+    return valid & np.isfinite(data).all(axis=0) if data.dtype.kind == "f" else valid

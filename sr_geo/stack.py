@@ -60,7 +60,7 @@ from sr_geo.models.registry import ModelSpec
 from sr_geo.plan import intersect
 from sr_geo.preflight import validate_request
 from sr_geo.registration import estimate_shift
-from sr_geo.scene import SceneInfo, check_has_valid_pixels, inspect_scene, valid_mask
+from sr_geo.scene import SceneInfo, check_has_valid_pixels, data_bands, finite, inspect_scene, read_valid
 from sr_geo.store import RunKey, TileStore
 
 # Sentinel-2 L2A scene classification (SCL): 0 no data, 1 saturated or defective, 3 cloud shadow,
@@ -296,14 +296,16 @@ def read_on_grid(
     ds: rasterio.DatasetReader | WarpedVRT, window: Window, read: GridRead
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pixels and validity of reference-grid `window`; what the raster does not cover is 0 and invalid."""
-    if read.warped:  # every band of the frame (an alpha band is data, as for a single scene), then the VRT's alpha
-        return ds.read(list(range(1, ds.src_dataset.count + 1)), window=window), ds.read(ds.count, window=window) > 0
+    if read.warped:  # the frame's data bands, valid where the VRT's alpha (the frame's mask where it covers) is
+        data = ds.read(data_bands(ds.src_dataset), window=window)
+        return data, finite(data, ds.read(ds.count, window=window) > 0)
     height, width = int(window.height), int(window.width)
     row, col = int(window.row_off) + read.row, int(window.col_off) + read.col
     if row >= ds.height or col >= ds.width or row + height <= 0 or col + width <= 0:
-        return np.zeros((ds.count, height, width), dtype=ds.dtypes[0]), np.zeros((height, width), dtype=bool)
+        return np.zeros((len(data_bands(ds)), height, width), dtype=ds.dtypes[0]), np.zeros((height, width), dtype=bool)
     inside, pads = intersect(Window(col, row, width, height), ds.height, ds.width)
-    return np.pad(ds.read(window=inside), ((0, 0), *pads)), np.pad(valid_mask(ds, inside), pads)
+    data, valid = read_valid(ds, inside)
+    return np.pad(data, ((0, 0), *pads)), np.pad(valid, pads)
 
 
 def names_a_stack(sources: Sequence[str]) -> bool:

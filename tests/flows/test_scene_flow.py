@@ -7,6 +7,7 @@ import pytest
 import rasterio
 import torch
 
+from conftest import smooth_texture, write_raster
 from flows.scene import super_resolve_scene
 from sr_geo.inference import Normalisation, predict_whole
 from sr_geo.models.registry import ModelSpec, build_model
@@ -143,3 +144,36 @@ def test_runs_of_one_scene_to_two_outputs_at_once_both_finish(make_raster, tmp_p
     assert summaries[0]["store"] != summaries[1]["store"]
     with rasterio.open(outputs[0]) as a, rasterio.open(outputs[1]) as b:
         assert np.array_equal(a.read(), b.read())
+
+
+def test_undeclared_nans_stay_holes_and_the_source_tags_are_kept(tmp_path):
+    """A float raster with NaN where no nodata is declared: NaN reaches no model input, so the output
+    is NaN exactly over the holes and finite everywhere else; the source's own tags carry over."""
+    data = (smooth_texture((2, 60, 50), seed=4) * 100).astype("float32")
+    data[:, 20:26, 10:18] = np.nan
+    data[1, 40, 30] = np.nan  # one band only: the pixel is a hole in both
+    source = write_raster(tmp_path / "nans.tif", data)
+    with rasterio.open(source, "r+") as ds:
+        ds.update_tags(ACQUISITION_DATE="2024-05-01")
+    destination = tmp_path / "out.tif"
+    super_resolve_scene(str(source), str(destination), model="bicubic", scale=2, tile=32)
+    holes = np.repeat(np.repeat(np.isnan(data).any(axis=0), 2, axis=0), 2, axis=1)
+    with rasterio.open(destination) as out:
+        values = out.read()
+        assert out.tags()["ACQUISITION_DATE"] == "2024-05-01" and out.tags()["SR_GEO_MODEL"] == "bicubic"
+    np.testing.assert_array_equal(np.isnan(values), np.broadcast_to(holes, values.shape))
+    assert np.isfinite(values[:, ~holes]).all()
+
+
+def test_alpha_band_becomes_the_outputs_mask(tmp_path):
+    """RGBA (drone orthomosaics, web exports): the alpha band is the mask, not a fourth band to super-resolve."""
+    data = np.concatenate([(smooth_texture((3, 40, 44), seed=5) * 200 + 20).astype("uint8"),
+                           np.full((1, 40, 44), 255, dtype="uint8")])
+    data[3, 10:30, :12] = 0
+    source = write_raster(tmp_path / "rgba.tif", data, photometric="RGB", alpha="YES")
+    destination = tmp_path / "out.tif"
+    summary = super_resolve_scene(str(source), str(destination), model="bicubic", scale=2, tile=32)
+    with rasterio.open(destination) as out:
+        assert out.count == 3 and [ci.name for ci in out.colorinterp] == ["red", "green", "blue"]
+        np.testing.assert_array_equal(out.dataset_mask() > 0, np.repeat(np.repeat(data[3] > 0, 2, axis=0), 2, axis=1))
+    assert min(summary["consistency"]["psnr"]) > 35

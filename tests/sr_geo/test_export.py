@@ -344,6 +344,9 @@ def test_to_dtype_rounds_clips_and_keeps_valid_pixels_off_nodata() -> None:
     out = to_dtype(values, valid, "float32", -9999.0)
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, np.array([[[-3.2, 0.4, 0.6, 1.5, 254.6, -9999.0]]], dtype=np.float32))
+    # float without nodata: holes are NaN, as the input's undeclared NaNs were
+    np.testing.assert_array_equal(to_dtype(values, valid, "float32", None),
+                                  np.array([[[-3.2, 0.4, 0.6, 1.5, 254.6, np.nan]]], dtype=np.float32))
 
 
 def test_zstd_writes_the_same_cog_as_deflate(tmp_path: Path, make_raster) -> None:

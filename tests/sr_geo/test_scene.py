@@ -8,14 +8,20 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from conftest import UTM_CRS, UTM_TRANSFORM, write_raster
 from rasterio.control import GroundControlPoint
 from rasterio.crs import CRS
 
-from conftest import UTM_CRS, UTM_TRANSFORM, write_raster
 from sr_geo.errors import InvalidRasterError, InvalidRequestError
 from sr_geo.models.registry import ModelSpec
 from sr_geo.preflight import validate_request
-from sr_geo.scene import SceneInfo, check_has_valid_pixels, inspect_scene
+from sr_geo.scene import (
+    SceneInfo,
+    check_has_valid_pixels,
+    data_bands,
+    inspect_scene,
+    read_valid,
+)
 
 BICUBIC = ModelSpec("bicubic", 2)
 
@@ -129,6 +135,20 @@ def test_all_masked_raster_is_refused(tmp_path: Path) -> None:
     assert_one_line_naming(info, path, "masked")
 
 
+def test_palette_raster_is_refused(make_raster) -> None:
+    path = make_raster(20, 30, bands=1, dtype="uint8")
+    with rasterio.open(path, "r+") as ds:
+        ds.write_colormap(1, {0: (0, 0, 0, 255), 255: (255, 0, 0, 255)})
+    refuse(path, "palette", "gdal_translate -expand rgb")
+
+
+def test_float_raster_of_undeclared_nans_is_refused(tmp_path: Path) -> None:
+    path = write_raster(tmp_path / "nans.tif", np.full((2, 40, 30), np.nan, dtype="float32"))
+    with pytest.raises(InvalidRasterError) as info:
+        check_has_valid_pixels(str(path))
+    assert_one_line_naming(info, path, "nodata")
+
+
 def test_one_valid_pixel_in_a_large_masked_raster_is_found(tmp_path: Path) -> None:
     """The decimated first look misses a single pixel; the block-by-block pass must find it."""
     mask = np.zeros((300, 260), dtype=bool)
@@ -227,3 +247,38 @@ def test_scene_attrs_round_trip_through_json(make_raster) -> None:
     scene = inspect_scene(str(path))
     attrs = json.loads(json.dumps(scene.to_attrs()))
     assert SceneInfo.from_attrs(attrs) == scene
+
+
+def test_dataset_tags_are_kept_and_round_trip(make_raster) -> None:
+    path = make_raster(16, 24, bands=2)
+    with rasterio.open(path, "r+") as ds:
+        ds.update_tags(ACQUISITION_DATE="2024-05-01", SENSOR="OLI")
+    scene = inspect_scene(str(path))
+    assert scene.tags == (("ACQUISITION_DATE", "2024-05-01"), ("SENSOR", "OLI"))  # not GDAL's AREA_OR_POINT
+    assert SceneInfo.from_attrs(json.loads(json.dumps(scene.to_attrs()))) == scene
+
+
+def test_alpha_band_is_the_mask_not_a_data_band(tmp_path: Path) -> None:
+    data = np.full((4, 20, 30), 90, dtype="uint8")
+    data[3] = 255
+    data[3, :5] = 0
+    path = write_raster(tmp_path / "rgba.tif", data, photometric="RGB", alpha="YES")
+    scene = inspect_scene(str(path))
+    assert scene.count == 3 and scene.colorinterp == ("red", "green", "blue") and scene.has_mask
+    with rasterio.open(path) as ds:
+        assert data_bands(ds) == [1, 2, 3]
+        pixels, valid = read_valid(ds, None)
+    assert pixels.shape == (3, 20, 30)
+    np.testing.assert_array_equal(valid, data[3] > 0)
+
+
+def test_undeclared_nans_are_invalid_in_every_band(tmp_path: Path) -> None:
+    """A float raster declares no nodata but holds NaN (one band) and inf: those pixels are holes."""
+    data = np.ones((2, 12, 10), dtype="float32")
+    data[0, 3, 4], data[1, 7, 2] = np.nan, np.inf
+    path = write_raster(tmp_path / "nans.tif", data)
+    with rasterio.open(path) as ds:
+        _, valid = read_valid(ds, None)
+    expected = np.ones((12, 10), dtype=bool)
+    expected[3, 4] = expected[7, 2] = False
+    np.testing.assert_array_equal(valid, expected)

@@ -12,6 +12,7 @@ which for a single scene is its only frame. Normalisation uses every valid pixel
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
@@ -23,7 +24,7 @@ from sr_geo.consistency import BackProjection
 from sr_geo.degrade import SensorModel
 from sr_geo.errors import InvalidRequestError
 from sr_geo.models.base import SRModel
-from sr_geo.plan import BORDER
+from sr_geo.plan import BORDER, TilePlan
 from sr_geo.stack import Stack
 from sr_geo.store import TileStore
 from sr_geo.uncertainty import dihedral_spread
@@ -187,6 +188,53 @@ def run_model(
 # of at most `batch_size × REFERENCE_BANDS` band images. A 12-band scene then needs the memory of a
 # 4-band one (a tile's bands always go together: they exchange features inside the model).
 REFERENCE_BANDS = 4
+# The share of an actor's memory its model calls may take: the rest holds the batch in flight beside
+# the one in the model, the store's buffers and the interpreter.
+CALL_MEMORY_FRACTION = 0.75
+
+
+def tile_bytes(model: SRModel, bands: int, frames: int, region: tuple[int, int]) -> float:
+    """Working memory of the model's forward pass over one tile of `region` input pixels."""
+    output_pixels = region[0] * region[1] * model.scale**2
+    return model.working_bytes(frames if model.temporal else 1) * bands * output_pixels
+
+
+def tiles_per_call(model: SRModel, bands: int, frames: int, region: tuple[int, int], batch: int,
+                   budget: float | None) -> int:
+    """How many tiles of a batch go into one model call: at most `batch_size × REFERENCE_BANDS` band images
+    (frames count for temporal models), and no more than `budget` bytes of working memory, one tile at least.
+
+    Memory grows with the square of the tile: at ×4 the CNN's call of 4 four-band tiles of 256² + halo
+    takes 5.4 GB, of 512² 19 GB, so a larger --tile is cut into smaller calls instead of running out.
+    """
+    tiles = batch * REFERENCE_BANDS // (bands * (frames if model.temporal else 1))
+    if budget is not None:
+        tiles = min(tiles, int(budget // tile_bytes(model, bands, frames, region)))
+    return max(1, tiles)
+
+
+def call_memory_budget(device: torch.device, host_bytes: float, gpu_share: float) -> float:
+    """Bytes an actor's model calls may use: `CALL_MEMORY_FRACTION` of its share of the GPU's memory,
+    or on CPU the `host_bytes` the pool gave it."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory * gpu_share * CALL_MEMORY_FRACTION
+    return host_bytes
+
+
+def check_tile_fits(model: SRModel, bands: int, frames: int, plan: TilePlan, budget: float) -> None:
+    """Refuse, before any actor starts, a tile whose one forward pass needs more than an actor has,
+    naming the largest square tile that would fit with the same halo."""
+    need = tile_bytes(model, bands, frames, plan.region_shape)
+    if need <= budget:
+        return
+    side = math.isqrt(int(budget / tile_bytes(model, bands, frames, (1, 1))))
+    fits = side - 2 * plan.halo
+    advice = (f"use --tile {fits} or smaller" if fits >= 8 else
+              f"lower --halo ({plan.halo}): a tile and twice its halo must stay under {side} px")
+    raise InvalidRequestError(
+        f"one tile of {plan.tile_width}×{plan.tile_height} px + halo {plan.halo} ({bands} band{'s' * (bands != 1)}) "
+        f"at ×{model.scale} needs about {need / 2**30:.1f} GiB in the {model.arch} model, more than the "
+        f"{budget / 2**30:.1f} GiB an actor has: {advice}")
 
 
 class TilePredictor:
@@ -196,15 +244,16 @@ class TilePredictor:
     writing another overlap the forward pass, and every model call runs on one thread of its own.
     On CPU that keeps torch to one OpenMP thread team per actor (each calling thread would bring its
     own: an actor with two batches in flight ran four compute threads on two cores, now two).
-    A model call sees at most `band_images` band images (tiles × bands × frames), one tile at least.
+    A model call holds as many tiles as `tiles_per_call` allows for `batch_size` and a `memory_budget`
+    in bytes (None: no bound).
     """
 
     def __init__(self, store_url: str, model: SRModel, device: torch.device, storage_options: dict | None = None,
-                 band_images: int = 4 * REFERENCE_BANDS):
+                 batch_size: int = 4, memory_budget: float | None = None):
         self.store = TileStore.open(store_url, storage_options)
         self.model = model.to(device).eval()
         self.device = device
-        self.band_images = band_images
+        self.batch_size, self.memory_budget = batch_size, memory_budget
         self.norm = Normalisation(*self.store.band_statistics())
         self.options = InferenceOptions(**self.store.attrs.get("inference", {}))
         self.frame = clearest_frame(self.store.group["stats"][:, :, 0, 0].sum(axis=0))
@@ -218,7 +267,9 @@ class TilePredictor:
         if not self.model.temporal:
             pixels, valid = pixels[:, self.frame], valid[:, self.frame]
         x = self.norm.apply(pixels, valid)
-        per_call = max(1, self.band_images // int(np.prod(x.shape[1:-2])))
+        frames = x.shape[1] if x.ndim == 5 else 1
+        per_call = tiles_per_call(self.model, x.shape[-3], frames, self.store.plan.region_shape, self.batch_size,
+                                  self.memory_budget)
         for start in range(0, len(tile_ids), per_call):
             part = slice(start, start + per_call)
             y, spread = self._model_thread.submit(run_model, self.model, x[part], valid[part], self.device,

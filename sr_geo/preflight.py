@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from sr_geo.errors import InvalidRequestError
-from sr_geo.models.registry import ModelSpec, weights_path
+from sr_geo.models.registry import ModelSpec, check_weights
 from sr_geo.scene import SceneInfo, check_has_valid_pixels, inspect_scene
 from sr_geo.storage import is_remote
 
@@ -29,11 +29,14 @@ def validate_request(source: str, destination: str, spec: ModelSpec) -> SceneInf
         raise InvalidRequestError(f"{spec.weights}: weights file not found")
     scene = inspect_scene(source)
     check_has_valid_pixels(source)
-    weights_path(spec, scene.count)
+    check_weights(spec, scene.count)
     if is_remote(destination):
         return scene
     parent = Path(destination).resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidRequestError(f"{destination}: cannot create the output folder ({exc.strerror})") from None
     if not os.access(parent, os.W_OK):
         raise InvalidRequestError(f"{parent}: output directory is not writable")
     return scene

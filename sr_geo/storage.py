@@ -191,7 +191,11 @@ def _busy(destination: str, detail: str = "") -> InvalidRequestError:
 
 @contextmanager
 def _flock(path: str, destination: str) -> Iterator[None]:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
+    except OSError as exc:
+        raise InvalidRequestError(f"{destination}: cannot write beside the output ({exc.strerror})") from None
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -237,6 +241,9 @@ def _object_lease(path: str, destination: str) -> Iterator[None]:
             etag = fs.pipe_file(key, body(), IfMatch=held["ETag"])["ETag"]
         except OSError:
             raise _busy(destination) from None
+    except Exception as exc:  # no credentials, no such bucket, an endpoint that refuses: botocore's own types
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InvalidRequestError(f"{destination}: cannot write to the object store ({reason})") from None
     stop = threading.Event()
 
     def renew() -> None:

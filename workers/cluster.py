@@ -100,8 +100,11 @@ def _why(exc: BaseException | None) -> str:
     return "it did not answer as a Ray cluster; check --ray-address or RAY_ADDRESS"
 
 
-def cluster_resources() -> tuple[int, int, int]:
-    """(CPUs, CPUs of the largest node, GPUs) Ray can schedule on: an actor must fit on one node."""
+def cluster_resources() -> tuple[int, int, int, float]:
+    """(CPUs, CPUs of the largest node, GPUs, memory of the largest node in bytes) Ray can schedule on:
+    an actor must fit on one node."""
     resources = ray.cluster_resources()
-    node_cpus = max((int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")), default=1)
-    return int(resources.get("CPU", 1)), max(1, node_cpus), int(resources.get("GPU", 0))
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    node_cpus = max((int(node.get("CPU", 0)) for node in nodes), default=1)
+    node_memory = max((float(node.get("memory", 0)) for node in nodes), default=0.0)
+    return int(resources.get("CPU", 1)), max(1, node_cpus), int(resources.get("GPU", 0)), node_memory

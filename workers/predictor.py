@@ -21,7 +21,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from sr_geo.config import Config
 from sr_geo.errors import InvalidRequestError
-from sr_geo.inference import REFERENCE_BANDS, TilePredictor, choose_device
+from sr_geo.inference import CALL_MEMORY_FRACTION, TilePredictor, call_memory_budget, choose_device
 from sr_geo.memory import map_large_blocks
 from sr_geo.models.registry import ModelSpec, build_model
 
@@ -34,6 +34,7 @@ class PoolConfig:
     threads: int = 1
     gpus_per_actor: float = 0.0
     batch_size: int = 4  # tiles per call to an actor; its model calls hold at most batch_size 4-band tiles
+    host_memory: float = 0.0  # bytes of the node's memory for one CPU actor's model calls (0: unbounded)
     device: str = "auto"
     placement_timeout: float = 600.0  # seconds a pool larger than every node layout waits for the cluster to grow
 
@@ -58,12 +59,14 @@ IN_FLIGHT = 2
 
 @ray.remote(max_restarts=3, max_task_retries=3, max_concurrency=IN_FLIGHT)
 class PredictorActor:
-    def __init__(self, store_url: str, spec: ModelSpec, bands: int, device: str, threads: int, batch_size: int,
+    def __init__(self, store_url: str, spec: ModelSpec, bands: int, pool: PoolConfig,
                  storage_options: dict | None) -> None:
         map_large_blocks()  # batch buffers of the same sizes, all life long: see sr_geo.memory
-        torch.set_num_threads(threads)
-        self.predictor = TilePredictor(store_url, build_model(spec, bands), choose_device(device), storage_options,
-                                       band_images=batch_size * REFERENCE_BANDS)
+        torch.set_num_threads(pool.threads)
+        device = choose_device(pool.device)
+        budget = call_memory_budget(device, pool.host_memory, pool.gpus_per_actor)
+        self.predictor = TilePredictor(store_url, build_model(spec, bands), device, storage_options,
+                                       batch_size=pool.batch_size, memory_budget=budget or None)
 
     def ready(self) -> bool:
         """Returns once the model is loaded: lets the driver time start-up apart from inference."""
@@ -73,21 +76,25 @@ class PredictorActor:
         return self.predictor.predict(tile_ids)
 
 
-def size_pool(config: Config, device: str, cpus: int, node_cpus: int, gpus: int) -> PoolConfig:
+def size_pool(config: Config, device: str, cpus: int, node_cpus: int, gpus: int, node_memory: float) -> PoolConfig:
     """The predictor actors a run uses: what the settings fix, the rest sized from what Ray has
     (`workers.cluster.cluster_resources`).
 
     Unset, actors follow the GPUs (one per GPU, or as many as `gpus_per_actor` shares allow); on CPU,
     one actor per node with all of its threads beats several single-threaded ones: torch parallelises
     the convolutions, and another model copy would only add memory. Threads share the cluster's CPUs
-    between the actors and never exceed what a node has, or the actor could never be placed.
+    between the actors and never exceed what a node has, or the actor could never be placed. A CPU
+    actor's model calls get `CALL_MEMORY_FRACTION` of Ray's memory on the node, shared by the actors
+    that fit there.
     """
     node_cpus = max(1, min(node_cpus, cpus))
     on_gpu = bool(gpus) and device in ("auto", "cuda")
     share = (config.gpus_per_actor or 1.0) if on_gpu else 0.0
     actors = config.actors or (max(1, int(gpus / share + 1e-9)) if on_gpu else max(1, cpus // node_cpus))
     threads = config.threads or max(1, min(node_cpus, cpus // actors))
+    per_node = max(1, min(actors, node_cpus // threads))
     return PoolConfig(actors=actors, threads=threads, gpus_per_actor=share, batch_size=config.batch_size,
+                      host_memory=node_memory * CALL_MEMORY_FRACTION / per_node,
                       device="cuda" if on_gpu else ("cpu" if device == "auto" else device),
                       placement_timeout=config.placement_timeout)
 
@@ -144,7 +151,7 @@ def run_pool(
             PredictorActor.options(
                 num_cpus=pool.threads, num_gpus=pool.gpus_per_actor,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i),
-            ).remote(store_url, spec, bands, pool.device, pool.threads, pool.batch_size, storage_options)
+            ).remote(store_url, spec, bands, pool, storage_options)
             for i in range(pool.actors)
         ]
         ray.get([actor.ready.remote() for actor in actors])

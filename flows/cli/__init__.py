@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -28,12 +29,30 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated
 
 
+class _RefusalsOnce(logging.Filter):
+    """A refusal raised inside a flow (an `SrGeoError`: bad input only the run can see) reaches the terminal
+    once, as the command's one line: Prefect's copies of it, the traceback and each failed state naming
+    it, are dropped. Other failures keep their tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], SrGeoError):
+            return False
+        message = record.getMessage()
+        return not any(f"{name}: " in message or f"{name}(" in message for name in _refusals(SrGeoError))
+
+
+def _refusals(cls: type) -> set[str]:
+    return {cls.__name__}.union(*(_refusals(sub) for sub in cls.__subclasses__()))
+
+
 class _Group(click.Group):
     """Every error, click's usage errors included, as one `sr-geo: error: ...` line and exit code 2;
     a stopped run as one line that says how to resume, and the shell's exit code for its signal."""
 
     def main(self, *args, **kwargs):
         signal.signal(signal.SIGTERM, _raise_terminated)
+        for name in ("prefect.flow_runs", "prefect.task_runs"):  # the run loggers Prefect's engine reports on
+            logging.getLogger(name).addFilter(_RefusalsOnce())
         try:
             return super().main(*args, standalone_mode=False, **kwargs)
         except click.exceptions.Exit as exc:

@@ -46,6 +46,13 @@ class SRModel(nn.Module):
             return self.effective_radius
         return self.theoretical_radius
 
+    def working_bytes(self, frames: int = 1) -> float:
+        """Peak working memory of a forward pass in bytes per output pixel of one band image (of `frames`
+        frames for a temporal model): what sizes a model call (`sr_geo.inference.tiles_per_call`).
+        Networks measure theirs (the rise of peak memory over one CPU call, float32, rounded up); an
+        interpolation holds a few images."""
+        return 32.0
+
     def observed(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """The pixels of a temporal model's frames (N, T, C, H, W) it takes as observations, (N, T, H, W):
         `valid`, less what the model itself screens out. Back-projection onto the frames honours the same."""

@@ -58,6 +58,7 @@ class RRDB(nn.Module):
 
 class RRDBNet(TrunkModel):
     arch = "gan"
+    bytes_per_feature = 17.0  # 502 B per output pixel of a band image measured, 384 with 4 bands folded
 
     def __init__(self, scale: int, feats: int = 32, blocks: int = 4, growth: int = 16) -> None:
         super().__init__(scale)

@@ -6,6 +6,7 @@ shipped weights live in `sr_geo/weights/` as `{name}_x{scale}.safetensors`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from sr_geo.models.cnn import CNN
 from sr_geo.models.gan import RRDBNet
 from sr_geo.models.lanczos import Lanczos
 from sr_geo.models.rnn import RNN
-from sr_geo.models.weights import file_sha256, load_weights
+from sr_geo.models.weights import file_sha256, load_weights, weights_metadata
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 ARCHITECTURES: dict[str, type[SRModel]] = {"bicubic": Bicubic, "lanczos": Lanczos, "cnn": CNN, "gan": RRDBNet, "rnn": RNN}
@@ -75,12 +76,24 @@ def build_model(spec: ModelSpec, bands: int) -> SRModel:
     shipped cnn, gan and rnn ran 1.40×, 1.43× and 1.19× faster on tile batches than in the default layout,
     outputs equal to 1e-5 of a band's std; on GPUs it is the layout tensor cores want.
     """
-    path = weights_path(spec, bands)
+    path = check_weights(spec, bands)
     if path is None:
         return ARCHITECTURES[spec.name](spec.scale).eval()
-    model = load_weights(path, ARCHITECTURES)
-    if model.scale != spec.scale:
-        raise InvalidRequestError(f"{path}: weights are for ×{model.scale}, not ×{spec.scale}")
-    if model.arch != spec.name:
-        raise InvalidRequestError(f"{path}: weights are for model {model.arch!r}, not {spec.name!r}")
-    return model.to(memory_format=torch.channels_last).eval()
+    return load_weights(path, ARCHITECTURES).to(memory_format=torch.channels_last).eval()
+
+
+def check_weights(spec: ModelSpec, bands: int) -> Path | None:
+    """`weights_path`, refused in one line unless its header is sr-geo's and names `spec`'s model and
+    scale: read from the header alone, so a run refuses before any service starts."""
+    path = weights_path(spec, bands)
+    if path is None:
+        return None
+    metadata = weights_metadata(path)
+    arch, scale = metadata["arch"], json.loads(metadata["config"]).get("scale")
+    if arch not in ARCHITECTURES:
+        raise InvalidRequestError(f"{path}: unknown architecture {arch!r} in weights header")
+    if scale != spec.scale:
+        raise InvalidRequestError(f"{path}: weights are for ×{scale}, not ×{spec.scale}")
+    if arch != spec.name:
+        raise InvalidRequestError(f"{path}: weights are for model {arch!r}, not {spec.name!r}")
+    return path

@@ -130,6 +130,11 @@ class RNN(SRModel):
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
 
+    def working_bytes(self, frames: int = 1) -> float:
+        """The base CNN's, plus the fusion's (measured with 4 bands of 128²: 440 B per output pixel of a
+        band image with 1 frame, 687 with 8)."""
+        return self.base.working_bytes() + self.feats * (5.0 + 1.25 * (frames - 1))
+
     def config(self) -> dict:
         return {**super().config(), "feats": self.feats, "blocks": self.blocks,
                 "encoder_blocks": self.encoder_blocks, "res_scale": self.res_scale,

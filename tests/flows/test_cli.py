@@ -38,6 +38,11 @@ def _bad_inputs(tmp: Path, make_raster) -> dict[str, tuple[list[str], str]]:
     no_crs = make_raster(40, 40, name="nocrs.tif", crs=None)
     rotated = make_raster(40, 40, name="rotated.tif", transform=Affine.rotation(20) * Affine(10, 0, 0, 0, -10, 0))
     all_nodata = write_raster(tmp / "allnodata.tif", np.zeros((2, 40, 40), "uint16"), nodata=0)
+    palette = make_raster(40, 40, bands=1, dtype="uint8", name="palette.tif")
+    with rasterio.open(palette, "r+") as ds:
+        ds.write_colormap(1, {0: (0, 0, 0, 255), 255: (255, 255, 255, 255)})
+    huge_tile = write_raster(tmp / "wide.tif", np.ones((1, 4096, 4096), "uint8"))  # its one tile: ~190 GB of CNN
+    cnn_x4 = Path(__file__).resolve().parents[2] / "sr_geo" / "weights" / "cnn_x4.safetensors"
     return {
         "truncated": ([str(truncated)], "truncated.tif"),
         "text file": ([str(text)], "not a readable raster"),
@@ -50,6 +55,11 @@ def _bad_inputs(tmp: Path, make_raster) -> dict[str, tuple[list[str], str]]:
         "unknown model": ([str(good), "--model", "srgan9000"], "srgan9000"),
         "unsupported scale": ([str(good), "--scale", "3"], "3"),
         "output is input": ([str(good), "-o", str(good)], "input"),
+        "palette": ([str(palette)], "palette"),
+        "not weights": ([str(good), "--model", "cnn", "--weights", str(text)], "not a safetensors"),
+        "weights of another scale": ([str(good), "--model", "cnn", "--scale", "2", "--weights", str(cnn_x4)], "×4"),
+        "output under a file": ([str(good), "-o", str(good / "sr.tif")], "output folder"),
+        "a tile no actor holds": ([str(huge_tile), "--model", "cnn", "--tile", "4096", "--halo", "1024"], "GiB"),
         "no ray there": ([str(good), "--ray-address", f"127.0.0.1:{free_port()}"], "Ray cluster"),
         "no prefect there": ([str(good), "--prefect-api-url", f"http://127.0.0.1:{free_port()}/api"], "Prefect API"),
     }

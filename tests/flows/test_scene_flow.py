@@ -125,8 +125,11 @@ def test_config_file_and_given_settings_size_the_predictor_pool(make_raster, tmp
     source = make_raster(60, 50, bands=2, dtype="uint16", seed=4)
     summary = super_resolve_scene(str(source), str(tmp_path / "out.tif"), model="bicubic", scale=2, tile=16,
                                   threads=1)
+    import ray
+
+    node_memory = max(node["Resources"]["memory"] for node in ray.nodes() if node["Alive"])
     assert summary["pool"] == {"actors": 2, "threads": 1, "gpus_per_actor": 0.0, "batch_size": 3, "device": "cpu",
-                               "placement_timeout": 600.0}
+                               "placement_timeout": 600.0, "host_memory": node_memory * 0.75 / 2}
     assert summary["tiles_inferred"] == summary["tiles"] == 16
     assert "Inference: 2 actors × 1 threads on cpu, batches of 3 tiles." in Artifact.get("sr-geo-scene-report").data
 

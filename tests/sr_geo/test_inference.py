@@ -12,7 +12,15 @@ import rasterio
 import torch
 
 from conftest import write_raster, smooth_texture
-from sr_geo.inference import InferenceOptions, Normalisation, TilePredictor, predict_whole
+from sr_geo.errors import InvalidRequestError
+from sr_geo.inference import (
+    InferenceOptions,
+    Normalisation,
+    TilePredictor,
+    check_tile_fits,
+    predict_whole,
+    tile_bytes,
+)
 from sr_geo.models.base import SRModel
 from sr_geo.models.registry import ARCHITECTURES, ModelSpec, build_model
 from sr_geo.plan import plan_tiles
@@ -130,14 +138,17 @@ def test_prediction_is_idempotent_and_independent_of_batching(tmp_path: Path) ->
     np.testing.assert_array_equal(store.group["output"][:], all_at_once)
 
 
-def test_model_calls_hold_whole_tiles_up_to_the_band_image_budget(tmp_path: Path) -> None:
-    """Models fold bands into the batch: a batch is cut into calls of at most `band_images` band
-    images (whole tiles, one at least), and the output does not depend on the cut."""
+def test_model_calls_hold_whole_tiles_up_to_the_band_image_and_memory_budgets(tmp_path: Path) -> None:
+    """Models fold bands into the batch: a batch is cut into calls of at most `batch_size × 4` band
+    images and of at most the memory budget (whole tiles, one at least), and the output does not depend
+    on the cut."""
     model = make_model("cnn", 2, bands=3)
     path, _, _ = scene_raster(tmp_path)
     url = str(tmp_path / "run.zarr")
     store = tiled_store(path, Path(url), tile=36, halo=model.theoretical_radius, scale=2, name="cnn")
     ids = list(range(store.plan.n_tiles))
+    one_tile = tile_bytes(model, 3, 1, store.plan.region_shape)
+    assert one_tile == 10 * model.feats * 3 * store.plan.region_shape[0] * store.plan.region_shape[1] * 4
     calls: list[tuple[int, ...]] = []
     hook = model.register_forward_pre_hook(lambda _, args: calls.append(tuple(args[0].shape[:2])))
     try:
@@ -145,14 +156,43 @@ def test_model_calls_hold_whole_tiles_up_to_the_band_image_budget(tmp_path: Path
         whole_batches = store.group["output"][:]
         assert calls == [(5, 3), (4, 3)]
         calls.clear()
-        TilePredictor(url, model, CPU, band_images=7).predict(ids)
+        TilePredictor(url, model, CPU, memory_budget=2.5 * one_tile).predict(ids)
         assert calls == [(2, 3)] * 4 + [(1, 3)]
         calls.clear()
-        TilePredictor(url, model, CPU, band_images=1).predict(ids[:2])  # fewer than a tile's bands: one tile
+        TilePredictor(url, model, CPU, batch_size=1).predict(ids[:2])  # fewer band images than a tile has: one tile
+        assert calls == [(1, 3)] * 2
+        calls.clear()
+        TilePredictor(url, model, CPU, memory_budget=0.5 * one_tile).predict(ids[:2])  # never less than a tile
         assert calls == [(1, 3)] * 2
     finally:
         hook.remove()
     np.testing.assert_array_equal(store.group["output"][:], whole_batches)
+
+
+def test_temporal_models_count_frames_in_a_tiles_memory() -> None:
+    from sr_geo.models.cnn import CNN
+    from sr_geo.models.rnn import RNN
+
+    rnn, cnn = RNN(4), CNN(4)  # the shipped sizes
+    assert tile_bytes(rnn, 4, 8, (10, 10)) > tile_bytes(rnn, 4, 1, (10, 10)) > tile_bytes(cnn, 4, 8, (10, 10))
+    assert tile_bytes(cnn, 4, 8, (10, 10)) == tile_bytes(cnn, 4, 1, (10, 10)) == 320 * 4 * 1600  # frames: not its
+
+
+def test_a_tile_larger_than_an_actor_can_hold_is_refused_with_a_tile_that_fits() -> None:
+    from sr_geo.models.cnn import CNN
+
+    cnn = CNN(4)  # the shipped size
+    budget = 8 * 2**30
+    check_tile_fits(cnn, 4, 1, plan_tiles(5000, 5000, tile=256, halo=10, scale=4), budget)  # 1.6 GiB
+    with pytest.raises(InvalidRequestError) as info:
+        check_tile_fits(cnn, 4, 1, plan_tiles(5000, 5000, tile=2048, halo=10, scale=4), budget)  # 82 GiB
+    message = str(info.value)
+    assert "\n" not in message and "8.0 GiB" in message and "81.6 GiB" in message
+    suggested = int(message.split("--tile ")[-1].split(" ")[0])
+    assert 256 < suggested < 2048
+    check_tile_fits(cnn, 4, 1, plan_tiles(5000, 5000, tile=suggested, halo=10, scale=4), budget)
+    with pytest.raises(InvalidRequestError, match="lower --halo"):
+        check_tile_fits(cnn, 4, 1, plan_tiles(5000, 5000, tile=8, halo=1024, scale=4), budget)
 
 
 def test_predictor_normalises_with_the_store_statistics(tmp_path: Path) -> None:

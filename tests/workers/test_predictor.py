@@ -25,6 +25,9 @@ from sr_geo.tiler import tile_scene
 from workers.predictor import PoolConfig, run_pool, size_pool
 
 
+NODE_MEMORY = 16 * 2**30
+
+
 @pytest.mark.parametrize(("config", "device", "cluster", "expected"), [
     # (cpus, CPUs of the largest node, gpus) → (actors, threads, gpus_per_actor, device)
     (Config(), "auto", (2, 2, 0), (1, 2, 0.0, "cpu")),
@@ -43,9 +46,19 @@ from workers.predictor import PoolConfig, run_pool, size_pool
     (Config(), "cpu", (4, 4, 2), (1, 4, 0.0, "cpu")),
 ])
 def test_settings_fix_the_pool_and_the_cluster_sizes_the_rest(config, device, cluster, expected):
-    pool = size_pool(config, device, *cluster)
+    pool = size_pool(config, device, *cluster, NODE_MEMORY)
     assert (pool.actors, pool.threads, pool.gpus_per_actor, pool.device) == expected
     assert (pool.batch_size, pool.placement_timeout) == (config.batch_size, config.placement_timeout)
+
+
+@pytest.mark.parametrize(("config", "cluster", "host_gib"), [
+    (Config(), (2, 2, 0), 12.0),  # one actor: 3/4 of Ray's memory on the node for its model calls
+    (Config(actors=2), (2, 2, 0), 6.0),  # two 1-thread actors share the node
+    (Config(), (32, 16, 0), 12.0),  # two 16-thread actors on two nodes: one per node
+    (Config(actors=4, threads=2), (8, 8, 0), 3.0),
+])
+def test_cpu_actors_share_the_nodes_memory_for_their_model_calls(config, cluster, host_gib):
+    assert size_pool(config, "auto", *cluster, NODE_MEMORY).host_memory == host_gib * 2**30
 
 
 def _tiled_store(make_raster, tmp_path: Path, name: str, spec: ModelSpec, size: int = 48, tile: int = 16):

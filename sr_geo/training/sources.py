@@ -25,6 +25,7 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from sr_geo.degrade import area_downsample
 from sr_geo.errors import InvalidRequestError
+from sr_geo.scene import data_bands
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".png", ".jpg", ".jpeg", ".img", ".vrt")
 
@@ -124,10 +125,11 @@ def _read(paths: list[str], selection: tuple[str, ...], source: str) -> Raster:
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         for path in paths:
             with rasterio.open(path) as ds:
-                arrays.append(ds.read().astype(np.float32))
+                bands = data_bands(ds)  # an alpha band is the mask
+                arrays.append(ds.read(bands).astype(np.float32))
                 masks.append(ds.dataset_mask() > 0)
                 stem = Path(path).stem
-                names += [d or (stem if ds.count == 1 else f"{stem}_{i + 1}") for i, d in enumerate(ds.descriptions)]
+                names += [ds.descriptions[i - 1] or (stem if len(bands) == 1 else f"{stem}_{i}") for i in bands]
                 if path == paths[0]:
                     crs, transform = ds.crs, ds.transform
     shapes = {a.shape[1:] for a in arrays}

@@ -74,6 +74,15 @@ def test_sources_accept_files_folders_globs_stacks_band_labels_and_plain_pngs(tm
         load_rasters((str(tmp_path / "photo.png@nir"),), (), 2)
 
 
+def test_an_alpha_band_is_the_training_rasters_mask_not_a_band(tmp_path: Path) -> None:
+    rgba = np.concatenate([uint16((3, 40, 40), 4) // 256, np.full((1, 40, 40), 255)]).astype("uint8")
+    rgba[3, :10] = 0
+    write_raster(tmp_path / "ortho.tif", rgba, photometric="RGB", alpha="YES")
+    (raster,) = load_rasters((str(tmp_path / "ortho.tif"),), (), 2)
+    assert raster.band_names == ("ortho_1", "ortho_2", "ortho_3") and raster.pixels.shape[0] == 3
+    np.testing.assert_array_equal(raster.valid, rgba[3] > 0)
+
+
 def test_standardised_with_the_statistics_of_the_low_resolution_scene(tmp_path: Path) -> None:
     data = uint16((2, 64, 64), 4)
     data[:, :8, :] = 0

@@ -6,7 +6,7 @@ import click
 from rasterio.crs import CRS
 
 from flows.cli.options import stack_options
-from sr_geo.inference import clearest_frame
+from sr_geo.inference import clearest_frame, tile_bytes
 from sr_geo.models.registry import ARCHITECTURES, ModelSpec, build_model
 from sr_geo.plan import plan_tiles
 from sr_geo.scene import SceneInfo, inspect_scene
@@ -32,14 +32,14 @@ def command(sources: tuple[str, ...], model: str | None, scale: int, weights: st
     if not names_a_stack(sources) and not (reference or mask_source or asset):
         scene = inspect_scene(sources[0])
         lines = [f"source      {sources[0]}", *_scene_lines(scene),
-                 *_run_lines(scene, model or "cnn", scale, weights, tile, halo)]
+                 *_run_lines(scene, 1, model or "cnn", scale, weights, tile, halo)]
     else:
         mask = CloudMask(mask_source, parse_mask_values(mask_values)) if mask_source else None
         stack = inspect_stack(sources, reference=reference, mask=mask, asset=asset)
         fractions = valid_fractions(stack)
         model = model or "rnn"
         lines = [*_stack_lines(stack, fractions), *_scene_lines(stack.scene),
-                 *_run_lines(stack.scene, model, scale, weights, tile, halo)]
+                 *_run_lines(stack.scene, len(stack.frames), model, scale, weights, tile, halo)]
         if not ARCHITECTURES[model].temporal:
             lines.append(f"note        {model} is a single-image model: a run uses only the clearest frame "
                          f"({clearest_frame(fractions) + 1}); rnn fuses them all")
@@ -87,7 +87,8 @@ def _scene_lines(scene: SceneInfo) -> list[str]:
     ]
 
 
-def _run_lines(scene: SceneInfo, model: str, scale: int, weights: str | None, tile: int, halo: int | None) -> list[str]:
+def _run_lines(scene: SceneInfo, frames: int, model: str, scale: int, weights: str | None, tile: int,
+               halo: int | None) -> list[str]:
     sr_model = build_model(ModelSpec(model, scale, weights), scene.count)
     halo = sr_model.receptive_radius if halo is None else halo
     plan = plan_tiles(scene.grid.height, scene.grid.width, tile=tile, halo=halo, scale=scale)
@@ -97,6 +98,8 @@ def _run_lines(scene: SceneInfo, model: str, scale: int, weights: str | None, ti
         f"output      {out.width} x {out.height} px, pixel size {out.resolution[0]:g} x {out.resolution[1]:g}",
         f"tile plan   {plan.rows} x {plan.cols} = {plan.n_tiles} tiles, core {plan.tile_height} x {plan.tile_width}"
         f" + halo {plan.halo}, region {plan.region_shape[0]} x {plan.region_shape[1]}, overhead {plan.overhead:.2f}x",
+        f"memory      {tile_bytes(sr_model, scene.count, frames, plan.region_shape) / 2**30:.2f} GiB of model working"
+        " memory per tile (a model call holds the tiles that fit in 3/4 of an actor's memory)",
     ]
 
 

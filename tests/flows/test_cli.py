@@ -88,6 +88,7 @@ def test_inspect_prints_grid_and_plan(make_raster, cli_env):
     assert "200 x 300 px, 4 bands, uint16" in result.stdout
     assert "3 x 2 = 6 tiles" in result.stdout and "halo 2" in result.stdout
     assert "800 x 1200 px, pixel size 2.5 x 2.5" in result.stdout
+    assert "0.03 GiB of model working memory per tile" in result.stdout  # 32 B × 4 bands × 132² × 16
 
 
 @pytest.mark.slow

@@ -204,8 +204,9 @@ def tiles_per_call(model: SRModel, bands: int, frames: int, region: tuple[int, i
     """How many tiles of a batch go into one model call: at most `batch_size × REFERENCE_BANDS` band images
     (frames count for temporal models), and no more than `budget` bytes of working memory, one tile at least.
 
-    Memory grows with the square of the tile: at ×4 the CNN's call of 4 four-band tiles of 256² + halo
-    takes 5.4 GB, of 512² 19 GB, so a larger --tile is cut into smaller calls instead of running out.
+    Memory grows with the square of the tile: at ×4 an actor running the CNN on calls of 4 four-band
+    tiles of 256² + halo peaks at 5.4 GB; tiles of 512² would need about 20 GB, so a larger --tile is
+    cut into smaller calls instead of running out.
     """
     tiles = batch * REFERENCE_BANDS // (bands * (frames if model.temporal else 1))
     if budget is not None:

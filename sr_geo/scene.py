@@ -122,10 +122,12 @@ def inspect_scene(path: str) -> SceneInfo:
                 "first, e.g. gdal_translate -expand rgb)"
             )
         bands = data_bands(ds)
+        if not bands:
+            raise InvalidRasterError(f"{path}: has only an alpha band, no data to super-resolve")
         dtypes = {ds.dtypes[i - 1] for i in bands}
         if len(dtypes) != 1:
             raise InvalidRasterError(f"{path}: bands have different data types {sorted(dtypes)}")
-        dtype = ds.dtypes[0]
+        dtype = dtypes.pop()
         if dtype not in SUPPORTED_DTYPES:
             raise InvalidRasterError(
                 f"{path}: data type {dtype} is not supported (use one of {', '.join(SUPPORTED_DTYPES)})"

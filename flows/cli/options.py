@@ -35,7 +35,8 @@ def pipeline_options(fn):
         # Settings (sr_geo.config): a flag given overrides $SR_GEO_<NAME>, which overrides the --config file.
         click.option("--config", "config_file", type=click.Path(dir_okay=False),
                      help="TOML settings file [default: $SR_GEO_CONFIG]; see the README's Configuration."),
-        click.option("--batch-size", type=click.IntRange(1, 1024), help="Tiles per model call, fewer where a tile's memory needs it [default: 4]."),
+        click.option("--batch-size", type=click.IntRange(1, 1024),
+                     help="Tiles per model call, fewer where a tile's memory needs it [default: 4]."),
         click.option("--actors", type=click.IntRange(1), help="Predictor actors [default: one per GPU, else per node]."),
         click.option("--threads", type=click.IntRange(1),
                      help="CPU threads per actor [default: the cluster's CPUs shared between the actors]."),

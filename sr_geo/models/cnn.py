@@ -54,7 +54,7 @@ class TrunkModel(SRModel):
 
     # Bytes per output pixel of one band image and per feature channel (`SRModel.working_bytes`); the
     # upsampler's feature maps at output resolution dominate. Measured with `feats` 32 on 256² tiles.
-    bytes_per_feature: float = 0.0
+    bytes_per_feature: float
 
     def working_bytes(self, frames: int = 1) -> float:
         return self.bytes_per_feature * self.feats

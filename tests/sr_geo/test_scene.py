@@ -11,6 +11,7 @@ from affine import Affine
 from conftest import UTM_CRS, UTM_TRANSFORM, write_raster
 from rasterio.control import GroundControlPoint
 from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
 
 from sr_geo.errors import InvalidRasterError, InvalidRequestError
 from sr_geo.models.registry import ModelSpec
@@ -140,6 +141,13 @@ def test_palette_raster_is_refused(make_raster) -> None:
     with rasterio.open(path, "r+") as ds:
         ds.write_colormap(1, {0: (0, 0, 0, 255), 255: (255, 0, 0, 255)})
     refuse(path, "palette", "gdal_translate -expand rgb")
+
+
+def test_raster_of_only_an_alpha_band_is_refused(tmp_path: Path) -> None:
+    path = write_raster(tmp_path / "alpha.tif", np.full((1, 20, 30), 255, dtype="uint8"))
+    with rasterio.open(path, "r+") as ds:
+        ds.colorinterp = [ColorInterp.alpha]
+    refuse(path, "alpha")
 
 
 def test_float_raster_of_undeclared_nans_is_refused(tmp_path: Path) -> None:

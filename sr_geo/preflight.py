@@ -25,6 +25,8 @@ def validate_request(source: str, destination: str, spec: ModelSpec) -> SceneInf
         raise InvalidRequestError(f"{destination}: output path is the input itself; choose another output path")
     if not is_remote(destination) and os.path.isdir(destination):
         raise InvalidRequestError(f"{destination}: output path is a directory; give a file name such as out.tif")
+    if not destination.lower().endswith((".tif", ".tiff")):
+        raise InvalidRequestError(f"{destination}: the output is a Cloud Optimized GeoTIFF; name it .tif or .tiff")
     if spec.weights and not Path(spec.weights).is_file():
         raise InvalidRequestError(f"{spec.weights}: weights file not found")
     scene = inspect_scene(source)

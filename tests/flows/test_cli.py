@@ -59,6 +59,7 @@ def _bad_inputs(tmp: Path, make_raster) -> dict[str, tuple[list[str], str]]:
         "not weights": ([str(good), "--model", "cnn", "--weights", str(text)], "not a safetensors"),
         "weights of another scale": ([str(good), "--model", "cnn", "--scale", "2", "--weights", str(cnn_x4)], "×4"),
         "output under a file": ([str(good), "-o", str(good / "sr.tif")], "output folder"),
+        "output not a tiff": ([str(good), "-o", str(tmp / "sr.png")], ".tif or .tiff"),
         "a tile no actor holds": ([str(huge_tile), "--model", "cnn", "--tile", "4096", "--halo", "1024"], "GiB"),
         "no ray there": ([str(good), "--ray-address", f"127.0.0.1:{free_port()}"], "Ray cluster"),
         "no prefect there": ([str(good), "--prefect-api-url", f"http://127.0.0.1:{free_port()}/api"], "Prefect API"),

@@ -24,7 +24,7 @@ from sr_geo import __version__, storage
 from sr_geo.config import Config, load_config
 from sr_geo.errors import SrGeoError
 from sr_geo.export import export_cog
-from sr_geo.inference import InferenceOptions, check_tile_fits
+from sr_geo.inference import InferenceOptions
 from sr_geo.models.registry import ARCHITECTURES, ModelSpec, build_model, weights_id
 from sr_geo.plan import plan_tiles
 from sr_geo.quicklook import write_quicklook
@@ -87,11 +87,8 @@ def infer(store_url: str, spec: ModelSpec, config: Config, device: str) -> dict:
     with ray_session(config.ray_address, num_cpus=os.cpu_count()):
         ray_seconds = time.perf_counter() - start
         pool = size_pool(config, device, *cluster_resources())
-        bands = store.group["input"].shape[2]
-        if pool.device == "cpu" and pool.host_memory:
-            check_tile_fits(build_model(spec, bands), bands, store.frames, store.plan, pool.host_memory)
         with progress_bar(store.plan.n_tiles, "inference", store.plan.n_tiles - len(pending)) as bar:
-            run = run_pool(store_url, pending, spec, bands, pool,
+            run = run_pool(store_url, pending, spec, store.group["input"].shape[2], pool,
                            on_batch=lambda ids: bar.update(len(ids)))
     return {"tiles": run.tiles, "startup_seconds": ray_seconds + run.startup_seconds, "pool": asdict(pool)}
 

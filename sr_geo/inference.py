@@ -223,8 +223,8 @@ def call_memory_budget(device: torch.device, host_bytes: float, gpu_share: float
 
 
 def check_tile_fits(model: SRModel, bands: int, frames: int, plan: TilePlan, budget: float) -> None:
-    """Refuse, before any actor starts, a tile whose one forward pass needs more than an actor has,
-    naming the largest square tile that would fit with the same halo."""
+    """Refuse a tile whose one forward pass needs more than an actor has, naming the largest square tile
+    that would fit with the same halo."""
     need = tile_bytes(model, bands, frames, plan.region_shape)
     if need <= budget:
         return
@@ -261,6 +261,12 @@ class TilePredictor:
         stack = self.store.attrs.get("stack")
         self.shifts = Stack.from_attrs(stack).shifts() if stack else None
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")
+
+    def check_tile_fits(self) -> None:
+        """`check_tile_fits` for this store's tiles under the memory budget, if there is one."""
+        if self.memory_budget is not None:
+            check_tile_fits(self.model, self.store.group["input"].shape[2], self.store.frames, self.store.plan,
+                            self.memory_budget)
 
     def predict(self, tile_ids: list[int]) -> list[int]:
         """Process and mark `tile_ids`; returns them. Idempotent: a retried batch rewrites the same chunks."""

@@ -69,7 +69,9 @@ class PredictorActor:
                                        batch_size=pool.batch_size, memory_budget=budget or None)
 
     def ready(self) -> bool:
-        """Returns once the model is loaded: lets the driver time start-up apart from inference."""
+        """Returns once the model is loaded: lets the driver time start-up apart from inference. Refuses
+        (`InvalidRequestError`) a tile larger than this actor's memory, CPU or GPU, before any tile runs."""
+        self.predictor.check_tile_fits()
         return True
 
     def predict(self, tile_ids: list[int]) -> list[int]:
@@ -154,7 +156,12 @@ def run_pool(
             ).remote(store_url, spec, bands, pool, storage_options)
             for i in range(pool.actors)
         ]
-        ray.get([actor.ready.remote() for actor in actors])
+        try:
+            ray.get([actor.ready.remote() for actor in actors])
+        except ray.exceptions.RayTaskError as exc:
+            if isinstance(exc.cause, InvalidRequestError):
+                raise exc.cause from None  # a refusal, as one line: not Ray's remote traceback
+            raise
         startup = time.perf_counter() - start
         for finished in ActorPool(actors * IN_FLIGHT).map_unordered(lambda actor, ids: actor.predict.remote(ids), batches):
             done += len(finished)

@@ -95,6 +95,20 @@ def test_concurrent_pools_each_take_the_whole_cluster_in_turn(make_raster, tmp_p
 
 
 @pytest.mark.usefixtures("ray_cluster")
+def test_a_tile_larger_than_an_actors_memory_is_refused_before_any_tile_runs(make_raster, tmp_path):
+    """The actor checks its tiles against its own memory (on a GPU only it knows the device's), and the
+    refusal reaches the caller as the library's one-line error, not as Ray's remote traceback."""
+    spec = ModelSpec("cnn", 2, None)
+    _, url, store, plan = _tiled_store(make_raster, tmp_path, "scene", spec)
+    pool = PoolConfig(actors=1, threads=1, device="cpu", host_memory=2**20)  # 1 MiB for a 16² + halo tile
+    with pytest.raises(InvalidRequestError, match=r"more than the 0\.0 GiB an actor has: lower --halo") as info:
+        run_pool(url, list(range(plan.n_tiles)), spec, 2, pool)
+    assert "\n" not in str(info.value)
+    assert len(store.pending("done")) == plan.n_tiles
+    assert run_pool(url, list(range(plan.n_tiles)), spec, 2, replace(pool, host_memory=2**30)).tiles == plan.n_tiles
+
+
+@pytest.mark.usefixtures("ray_cluster")
 def test_a_pool_the_cluster_cannot_hold_fails_with_one_clear_line(make_raster, tmp_path):
     spec = ModelSpec("bicubic", 2, None)
     _, url, store, plan = _tiled_store(make_raster, tmp_path, "scene", spec)

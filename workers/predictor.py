@@ -16,12 +16,21 @@ from dataclasses import dataclass
 import ray
 import torch
 from ray.util import ActorPool
-from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.placement_group import (
+    PlacementGroup,
+    placement_group,
+    remove_placement_group,
+)
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from sr_geo.config import Config
 from sr_geo.errors import InvalidRequestError
-from sr_geo.inference import CALL_MEMORY_FRACTION, TilePredictor, call_memory_budget, choose_device
+from sr_geo.inference import (
+    CALL_MEMORY_FRACTION,
+    TilePredictor,
+    call_memory_budget,
+    choose_device,
+)
 from sr_geo.memory import map_large_blocks
 from sr_geo.models.registry import ModelSpec, build_model
 

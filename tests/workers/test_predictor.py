@@ -24,7 +24,6 @@ from sr_geo.store import RunKey, TileStore
 from sr_geo.tiler import tile_scene
 from workers.predictor import PoolConfig, run_pool, size_pool
 
-
 NODE_MEMORY = 16 * 2**30
 
 

@@ -39,7 +39,8 @@ import datetime as dt
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import PurePosixPath
 
@@ -330,29 +331,33 @@ def parse_mask_values(text: str) -> tuple[int, ...]:
 
 def valid_fractions(stack: Stack, max_side: int = VALID_SAMPLE_SIDE) -> tuple[float, ...]:
     """The fraction of the reference grid each frame observes, as the tiler will see it: the frame's own
-    mask, what it covers of the reference, and its cloud mask. Sampled at most `max_side` pixels a side.
+    mask and finite values, what it covers of the reference, and its cloud mask. Sampled at most
+    `max_side` pixels a side.
     """
     grid = stack.scene.grid
     shape = (min(grid.height, max_side), min(grid.width, max_side))
     fractions = []
     for frame in stack.frames:
-        valid = _sampled(frame.path, frame.read, grid, shape) > 0
+        with _sampled(frame.path, frame.read, grid, shape) as (ds, vrt):
+            valid = finite(vrt.read(data_bands(ds)), vrt.read(vrt.count) > 0)
         if frame.mask_path is not None and frame.mask_read is not None:
-            valid &= ~np.isin(_sampled(frame.mask_path, frame.mask_read, grid, shape, band=1), stack.mask_invalid)
+            with _sampled(frame.mask_path, frame.mask_read, grid, shape) as (_, vrt):
+                valid &= ~np.isin(vrt.read(1), stack.mask_invalid)
         fractions.append(float(valid.mean()))
     return tuple(fractions)
 
 
-def _sampled(path: str, read: GridRead, grid: Grid, shape: tuple[int, int], band: int | None = None) -> np.ndarray:
-    """Band `band` of raster `path`, or its validity (band None: 0 invalid), on reference `grid` resampled to
-    `shape`, through a WarpedVRT as the tiler reads warped frames: its alpha is the frame's own mask (GDAL's
-    dataset mask) where the frame covers the grid, 0 elsewhere. Frames the tiler reads by window are
-    sampled by nearest neighbour, so at full size this is exactly the tiler's validity."""
+@contextmanager
+def _sampled(path: str, read: GridRead, grid: Grid, shape: tuple[int, int]) -> Iterator[tuple]:
+    """Raster `path` and a WarpedVRT of it on reference `grid` resampled to `shape`, as the tiler reads warped
+    frames: the VRT's last band is the frame's own mask (GDAL's dataset mask) where the frame covers the grid,
+    0 elsewhere. Frames the tiler reads by window are sampled by nearest neighbour, so at full size this is
+    exactly what the tiler reads."""
     transform = grid.transform * Affine.scale(grid.width / shape[1], grid.height / shape[0])
     with rasterio.open(path) as ds, WarpedVRT(ds, crs=grid.crs, transform=transform, width=shape[1], height=shape[0],
                                               resampling=Resampling[read.resampling],
                                               add_alpha=ColorInterp.alpha not in ds.colorinterp) as vrt:
-        return vrt.read(vrt.count if band is None else band)
+        yield ds, vrt
 
 
 def relate(grid: Grid, reference: Grid, resampling: str | None = None) -> GridRead:

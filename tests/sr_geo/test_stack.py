@@ -219,6 +219,17 @@ def test_valid_fractions_are_what_the_tiler_sees(tmp_path):
     assert valid_fractions(stack, max_side=16) == pytest.approx(tiled_fractions, abs=0.05)
 
 
+def test_valid_fractions_count_a_float_frames_undeclared_nans_as_the_tiler_does(tmp_path):
+    data = texture(5).astype("float32")
+    holed = data.copy()
+    holed[1, 10:30, 20:50] = np.nan  # one band, no nodata declared
+    frames = [write_raster(tmp_path / "a_20200101.tif", data), write_raster(tmp_path / "b_20200102.tif", holed)]
+    store = tiled(frames, tmp_path)
+    stack = inspect_stack([str(f) for f in frames])
+    assert valid_fractions(stack) == pytest.approx([1.0, 1 - 600 / 4200], abs=1e-12)
+    assert valid_fractions(stack) == pytest.approx([frame_on_grid(store, i)[1].mean() for i in range(2)], abs=1e-12)
+
+
 def test_sources_name_a_stack_unless_they_are_one_raster_file(tmp_path):
     one = write_raster(tmp_path / "a.tif", texture(1))
     assert not names_a_stack([str(one)]) and not names_a_stack([str(tmp_path / "missing.tif")])

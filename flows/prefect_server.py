@@ -18,8 +18,6 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
-
 from sr_geo.errors import InvalidRequestError
 
 
@@ -61,6 +59,8 @@ class TemporaryServer:
     def wait_until_up(self, timeout: float) -> None:
         """Returns once the API answers its health check; fails in one line if the server exits or
         `timeout` passes (what to do is in the message)."""
+        import httpx  # not among what `start_early` imports before the server starts
+
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=2) as client:
             while time.monotonic() < deadline:
@@ -78,6 +78,13 @@ class TemporaryServer:
             f"the temporary Prefect server at {self.url} did not answer within {timeout:g} s; raise "
             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS on a busy machine, or set PREFECT_API_URL to a running server")
 
+    def discard(self) -> None:
+        """Ends a server that served nothing at once: uvicorn holds a SIGTERM until the app has loaded
+        (2–3 s on 2 cores), which a refused command should not wait for."""
+        self._process.stdin.close()
+        self._process.kill()
+        self._process.wait()
+
     def stop(self) -> None:
         """Ends the server: SIGTERM lets uvicorn close the database; a server that hangs is killed."""
         self._process.stdin.close()
@@ -87,3 +94,27 @@ class TemporaryServer:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
+
+
+_early: list[TemporaryServer] = []  # the one `start_early` started, until claimed or stopped
+
+
+def start_early() -> None:
+    """Start the temporary server now, before the command's own imports, unless the environment names a
+    Prefect API: the server's start (3 s of CPU, mostly imports) is the longest wait of a small run, and
+    the run's imports (torch and the pipeline, 1.2 s on one core) leave the machine's other cores idle.
+    A Prefect profile or `.env` file that names an API is only seen once Prefect's settings load; the run
+    then stops this server (`flows.startup`)."""
+    if not _early and not os.environ.get("PREFECT_API_URL"):
+        _early.append(TemporaryServer())
+
+
+def claim_early() -> TemporaryServer | None:
+    """The server `start_early` started, now the caller's to stop; None if there is none."""
+    return _early.pop() if _early else None
+
+
+def discard_early() -> None:
+    """End an early server nobody claimed (the command was refused, or only printed its help)."""
+    while _early:
+        _early.pop().discard()

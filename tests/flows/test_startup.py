@@ -189,6 +189,38 @@ def test_a_run_killed_outright_leaves_no_temporary_server_behind(cli_env, make_r
     assert not _servers_started_with(marker)
 
 
+@pytest.mark.slow
+def test_a_refused_run_ends_the_server_it_started_early(cli_env, tmp_path) -> None:
+    """The temporary server starts with the command, before the request is checked; a refusal ends it at
+    once instead of waiting for it to come up."""
+    marker = f"run-{uuid.uuid4().hex}"
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(tmp_path / "missing.tif"), "-o",
+                           str(tmp_path / "out.tif")], cwd=REPO, env={**cli_env, "SR_GEO_TEST_MARKER": marker},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"sr-geo: error: {tmp_path / 'missing.tif'}: no such file"]
+    assert not _servers_started_with(marker)
+
+
+@pytest.mark.slow
+def test_an_api_named_by_a_prefect_profile_replaces_the_early_server(cli_env, make_raster, tmp_path) -> None:
+    """Only Prefect's settings know a profile's API URL; once read, the run uses that API (here one that does
+    not answer: a one-line refusal) and the server started before them is gone."""
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    (home / "profiles.toml").write_text('active = "team"\n[profiles.team]\nPREFECT_API_URL = "http://127.0.0.1:9/api"\n')
+    marker, out = f"run-{uuid.uuid4().hex}", tmp_path / "out.tif"
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(make_raster(32, 32)), "-o", str(out),
+                           "--model", "bicubic"], cwd=REPO,
+                          env={**cli_env, "PREFECT_HOME": str(home), "SR_GEO_TEST_MARKER": marker},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "sr-geo: error: cannot use the Prefect API at http://127.0.0.1:9/api (")
+    assert not out.exists()
+    assert not _servers_started_with(marker)
+
+
 def _servers_started_with(marker: str) -> list[int]:
     """Temporary Prefect servers still running whose environment holds `marker`."""
     found = []

@@ -51,7 +51,7 @@ def _case(case: str, **options) -> dict:
 # -- cases (each runs in a fresh process) ---------------------------------------------------------
 
 def case_pipeline(size: int, model: str, scale: int, batch_size: int, tile: int, bands: int = 4,
-                  rounds: int = 3) -> dict:
+                  rounds: int = 3, precision: str = "auto") -> dict:
     """Run the flow on a synthetic scene (peak memory sampled), then `rounds` times inference through
     the actors again (markers cleared, actor start-up excluded) and the bare model on the very same
     tiles, alternately: the machine is shared, and a change in its load during the run then weighs on
@@ -71,7 +71,7 @@ def case_pipeline(size: int, model: str, scale: int, batch_size: int, tile: int,
     def model_pass(sr_model: torch.nn.Module, x) -> float:
         start = time.perf_counter()
         for i in range(0, len(x), batch_size):
-            forward(sr_model, x[i : i + batch_size], torch.device("cpu"))
+            forward(sr_model, x[i : i + batch_size], torch.device("cpu"), precision=precision)
         return time.perf_counter() - start
 
     infer_seconds: list[float] = []
@@ -80,7 +80,7 @@ def case_pipeline(size: int, model: str, scale: int, batch_size: int, tile: int,
         scene = synthetic_scene(Path(tmp) / "scene.tif", size, bands=bands)
         with PeakMemory() as memory:
             summary = super_resolve_scene(str(scene), str(Path(tmp) / "out.tif"), model=model, scale=scale,
-                                          tile=tile, batch_size=batch_size, keep_store=True,
+                                          tile=tile, batch_size=batch_size, precision=precision, keep_store=True,
                                           workdir=str(Path(tmp) / "work"))
         store = TileStore.open(summary["store"])
         ids = list(range(store.plan.n_tiles))
@@ -88,7 +88,7 @@ def case_pipeline(size: int, model: str, scale: int, batch_size: int, tile: int,
         x = Normalisation(*store.band_statistics()).apply(pixels[:, 0], valid[:, 0])
         torch.set_num_threads(os.cpu_count() or 1)
         sr_model = build_model(ModelSpec(model, scale), x.shape[1])
-        forward(sr_model, x[:batch_size], torch.device("cpu"))  # warm-up, as the actor's first batch
+        forward(sr_model, x[:batch_size], torch.device("cpu"), precision=precision)  # warm-up, as the actor's first batch
         pool = PoolConfig(**summary["pool"])  # the very actors the flow ran
         for _ in range(rounds):
             store.group["done"][:] = 0
@@ -101,7 +101,7 @@ def case_pipeline(size: int, model: str, scale: int, batch_size: int, tile: int,
     megapixels = summary["output_megapixels"]
     result = {
         "size": size, "bands": bands, "model": model, "scale": scale, "tile": tile, "halo": summary["halo"],
-        "batch_size": batch_size, "tiles": summary["tiles"], "output_megapixels": megapixels,
+        "batch_size": batch_size, "precision": summary["pool"]["precision"], "tiles": summary["tiles"], "output_megapixels": megapixels,
         "stage_seconds": seconds, "startup_seconds": summary["startup_seconds"], "rounds": rounds,
         "export_mp_per_s": megapixels / seconds["export"], "tile_input_mp_per_s": size * size / 1e6 / seconds["tile"],
         "peak_rss_mib": memory.peaks(),
@@ -407,13 +407,14 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--bands", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3, help="alternations of actor and bare-model inference")
+    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"], help="the network's arithmetic")
     parser.add_argument("--memory-sizes", default="512,1024,2048")
     parser.add_argument("--export-size", type=int, default=1024, help="scene side for the export case")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     args = parser.parse_args()
     if args.case == "pipeline":
         print(json.dumps(case_pipeline(args.size, args.model, args.scale, args.batch_size, args.tile, args.bands,
-                                       args.rounds)))
+                                       args.rounds, args.precision)))
         return
     if args.case == "startup":
         print(json.dumps(case_startup()))

@@ -78,6 +78,7 @@ def evaluate_models(
     tile: int = 256,
     batch_size: int = 4,
     device: str = "auto",
+    precision: str = "auto",
     ray_address: str | None = None,
     consistent: bool = False,
     sensor_mtf: float | None = None,
@@ -101,7 +102,7 @@ def evaluate_models(
                 sr = str(out / "sr" / f"{name}_{model}_x{scale}.tif")
                 summary = super_resolve_scene(lr, sr, model=model, scale=scale, weights=weights.get(model), tile=tile,
                                               batch_size=batch_size, workdir=str(out / ".sr-geo-work"), device=device,
-                                              ray_address=ray_address, consistent=projected,
+                                              precision=precision, ray_address=ray_address, consistent=projected,
                                               sensor_mtf=sensor_mtf if projected else None)
                 scores = score_output(sr, hr, lr, config)
                 rows.append(EvalRow(raster=name, model=label, seconds=sum(summary["seconds"].values()), **scores))
@@ -147,6 +148,7 @@ def evaluate_stacks(
     tile: int = 256,
     batch_size: int = 4,
     device: str = "auto",
+    precision: str = "auto",
     ray_address: str | None = None,
     consistent: bool = False,
     sensor_mtf: float | None = None,
@@ -162,7 +164,7 @@ def evaluate_stacks(
     ordered = sorted(models, key=lambda m: not ARCHITECTURES[m].temporal)  # temporal models lead the table
     rows: list[StackRow] = []
     common = {"scale": scale, "tile": tile, "batch_size": batch_size, "workdir": str(out / ".sr-geo-work"),
-              "device": device, "ray_address": ray_address}
+              "device": device, "precision": precision, "ray_address": ray_address}
     with ray_session(ray_address, num_cpus=os.cpu_count()):
         for name, source in zip(_unique_names(hr_rasters), hr_rasters, strict=True):
             hr, frame_paths = make_stack_inputs(source, str(out / "inputs"), name, config)

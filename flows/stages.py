@@ -113,10 +113,11 @@ def export(store_url: str, destination: str, workdir: str, compression: str) -> 
 
 
 def describe_pool(pool: dict) -> str:
-    """One line for reports: e.g. `2 actors × 4 threads, 0.5 GPU each on cuda, batches of 8 tiles`."""
+    """One line for reports: e.g. `2 actors × 4 threads, 0.5 GPU each on cuda in bfloat16, batches of 8 tiles`."""
     gpus = f", {pool['gpus_per_actor']:g} GPU each" if pool["gpus_per_actor"] else ""
     actors = f"{pool['actors']} actor{'s' if pool['actors'] != 1 else ''}"
-    return f"{actors} × {pool['threads']} threads{gpus} on {pool['device']}, batches of {pool['batch_size']} tiles"
+    return (f"{actors} × {pool['threads']} threads{gpus} on {pool['device']} in {pool['precision']}, "
+            f"batches of {pool['batch_size']} tiles")
 
 
 @task(name="report")

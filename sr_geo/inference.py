@@ -136,16 +136,25 @@ def choose_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
-def _autocast(device: torch.device):
-    """bf16 autocast for the network on GPU (no loss scaling needed, unlike fp16); none on CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+def resolve_precision(device: torch.device, precision: str = "auto") -> str:
+    """`precision` (one of `sr_geo.config.PRECISIONS`) with auto made concrete for `device`."""
+    if precision == "auto":
+        return "bfloat16" if device.type == "cuda" else "float32"
+    return precision
+
+
+def _autocast(device: torch.device, precision: str):
+    """bfloat16 autocast for the network where the precision asks for it; float32 needs none."""
+    if resolve_precision(device, precision) == "bfloat16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
 
 
 def forward(model: SRModel, x: np.ndarray, device: torch.device, valid: np.ndarray | None = None,
-            shifts: np.ndarray | None = None) -> np.ndarray:
+            shifts: np.ndarray | None = None, precision: str = "auto") -> np.ndarray:
     """The plain network on a normalised float32 batch (N, C, h, w), without gradients; a temporal model
     takes (N, T, C, h, w), the frames' validity (N, T, h, w) and their shifts (N, T, 2)."""
-    with torch.inference_mode(), _autocast(device):
+    with torch.inference_mode(), _autocast(device, precision):
         inputs = [torch.from_numpy(np.ascontiguousarray(a)).to(device, non_blocking=True)
                   for a in (x, valid, shifts) if a is not None]
         y = model(*inputs)
@@ -154,12 +163,12 @@ def forward(model: SRModel, x: np.ndarray, device: torch.device, valid: np.ndarr
 
 def run_model(
     model: SRModel, x: np.ndarray, valid: np.ndarray, device: torch.device, options: InferenceOptions,
-    shifts: np.ndarray | None = None,
+    shifts: np.ndarray | None = None, precision: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Output (and spread, with uncertainty) for a normalised float32 batch (N, C, h, w), valid (N, h, w);
     for a temporal model (N, T, C, h, w), (N, T, h, w) and the frames' shifts (T, 2), the same for every tile.
 
-    The network runs under autocast; back-projection always in float32.
+    The network runs in `precision` (`sr_geo.config.PRECISIONS`); back-projection always in float32.
     """
     options.check_model(model.temporal, model.arch)
     with torch.inference_mode():
@@ -169,7 +178,7 @@ def run_model(
         if model.temporal:
             st = torch.zeros(xt.shape[:2] + (2,), device=device) if shifts is None else (
                 torch.from_numpy(shifts).to(device).expand(len(xt), -1, -1))
-        with _autocast(device):
+        with _autocast(device, precision):
             if model.temporal:
                 y, spread = model(xt, vt, st), None
             else:
@@ -246,14 +255,14 @@ class TilePredictor:
     On CPU that keeps torch to one OpenMP thread team per actor (each calling thread would bring its
     own: an actor with two batches in flight ran four compute threads on two cores, now two).
     A model call holds as many tiles as `tiles_per_call` allows for `batch_size` and a `memory_budget`
-    in bytes (None: no bound).
+    in bytes (None: no bound), and runs in `precision`.
     """
 
     def __init__(self, store_url: str, model: SRModel, device: torch.device, storage_options: dict | None = None,
-                 batch_size: int = 4, memory_budget: float | None = None):
+                 batch_size: int = 4, memory_budget: float | None = None, precision: str = "auto"):
         self.store = TileStore.open(store_url, storage_options)
         self.model = model.to(device).eval()
-        self.device = device
+        self.device, self.precision = device, precision
         self.batch_size, self.memory_budget = batch_size, memory_budget
         self.norm = Normalisation(*self.store.band_statistics())
         self.options = InferenceOptions(**self.store.attrs.get("inference", {}))
@@ -280,7 +289,7 @@ class TilePredictor:
         for start in range(0, len(tile_ids), per_call):
             part = slice(start, start + per_call)
             y, spread = self._model_thread.submit(run_model, self.model, x[part], valid[part], self.device,
-                                                  self.options, self.shifts).result()
+                                                  self.options, self.shifts, self.precision).result()
             for i, tile_id in enumerate(tile_ids[part]):
                 self._write(tile_id, y[i], None if spread is None else spread[i])
         return list(tile_ids)

@@ -30,6 +30,7 @@ from sr_geo.inference import (
     TilePredictor,
     call_memory_budget,
     choose_device,
+    resolve_precision,
 )
 from sr_geo.memory import map_large_blocks
 from sr_geo.models.registry import ModelSpec, build_model
@@ -45,6 +46,7 @@ class PoolConfig:
     batch_size: int = 4  # tiles per call to an actor; its model calls hold at most batch_size 4-band tiles
     host_memory: float = 0.0  # bytes of the node's memory for one CPU actor's model calls (0: unbounded)
     device: str = "auto"
+    precision: str = "float32"  # the network's arithmetic on `device` (auto resolved by `size_pool`)
     placement_timeout: float = 600.0  # seconds a pool larger than every node layout waits for the cluster to grow
 
     @property
@@ -75,7 +77,8 @@ class PredictorActor:
         device = choose_device(pool.device)
         budget = call_memory_budget(device, pool.host_memory, pool.gpus_per_actor)
         self.predictor = TilePredictor(store_url, build_model(spec, bands), device, storage_options,
-                                       batch_size=pool.batch_size, memory_budget=budget or None)
+                                       batch_size=pool.batch_size, memory_budget=budget or None,
+                                       precision=pool.precision)
 
     def ready(self) -> bool:
         """Returns once the model is loaded: lets the driver time start-up apart from inference. Refuses
@@ -104,9 +107,10 @@ def size_pool(config: Config, device: str, cpus: int, node_cpus: int, gpus: int,
     actors = config.actors or (max(1, int(gpus / share + 1e-9)) if on_gpu else max(1, cpus // node_cpus))
     threads = config.threads or max(1, min(node_cpus, cpus // actors))
     per_node = max(1, min(actors, node_cpus // threads))
+    device = "cuda" if on_gpu else ("cpu" if device == "auto" else device)
     return PoolConfig(actors=actors, threads=threads, gpus_per_actor=share, batch_size=config.batch_size,
-                      host_memory=node_memory * CALL_MEMORY_FRACTION / per_node,
-                      device="cuda" if on_gpu else ("cpu" if device == "auto" else device),
+                      host_memory=node_memory * CALL_MEMORY_FRACTION / per_node, device=device,
+                      precision=resolve_precision(torch.device(device), config.precision),
                       placement_timeout=config.placement_timeout)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from sr_geo.config import PRECISIONS
 from sr_geo.errors import InvalidRequestError
 from sr_geo.evaluation import STACK_FRAMES, EvalConfig, StackEvalConfig, validate_eval_request
 from sr_geo.inference import check_sensor_mtf
@@ -42,11 +43,13 @@ from sr_geo.models.registry import SCALES
 @click.option("--tile", default=256, show_default=True, type=click.IntRange(8, 4096), help="Tile core size (LR px).")
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1, 1024), help="Tiles per model call.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--precision", default="auto", show_default=True, type=click.Choice(PRECISIONS),
+              help="The network's arithmetic (see `sr-geo run --help`).")
 @click.option("--ray-address", envvar="RAY_ADDRESS", help="Ray cluster to use [default: a local one].")
 def command(hr_rasters: tuple[str, ...], models: str | None, stack: bool, consistent: bool,
             sensor_mtf: float | None, frame_counts: str, scale: int,
             output_dir: str, crop: int | None, weight_args: tuple[str, ...], rgb: str | None, keep_zeros: bool,
-            tile: int, batch_size: int, device: str, ray_address: str | None) -> None:
+            tile: int, batch_size: int, device: str, precision: str, ray_address: str | None) -> None:
     """Degrade each HR raster (files or globs) with the documented sensor model, super-resolve it with
     every model, and write eval_x<scale>.md/.csv and a picture grid to the output directory (with --stack:
     eval_stack_x<scale>.md/.csv)."""
@@ -67,7 +70,7 @@ def command(hr_rasters: tuple[str, ...], models: str | None, stack: bool, consis
 
             result = evaluate_stacks(sources, names, scale, output_dir, frames=counts, crop=crop, weights=weights,
                                      zero_fill=not keep_zeros, tile=tile, batch_size=batch_size, device=device,
-                                     ray_address=ray_address, consistent=consistent,
+                                     precision=precision, ray_address=ray_address, consistent=consistent,
                                      sensor_mtf=sensor_mtf)
         click.echo(Path(result["table"]).read_text())
         click.echo(f"wrote {result['table']}, {result['csv']}")
@@ -77,7 +80,7 @@ def command(hr_rasters: tuple[str, ...], models: str | None, stack: bool, consis
 
         result = evaluate_models(sources, names, scale, output_dir, crop=crop, weights=weights,
                                  zero_fill=not keep_zeros, rgb=config.rgb, tile=tile, batch_size=batch_size,
-                                 device=device, ray_address=ray_address, consistent=consistent,
+                                 device=device, precision=precision, ray_address=ray_address, consistent=consistent,
                                  sensor_mtf=sensor_mtf)
     click.echo(Path(result["table"]).read_text())
     click.echo(f"wrote {result['table']}, {result['csv']}, {result['grid']}")

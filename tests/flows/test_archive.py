@@ -115,7 +115,7 @@ def test_settings_are_resolved_once_and_reach_every_scene(first_run):
     assert settings == {**dataclasses.asdict(Config()), "batch_size": 3, "scenes_in_flight": 2,
                         "workdir": str(dest / ".sr-geo" / "work")}
     assert all({key: kwargs[key] for key in FIELDS} == settings for kwargs in observed.kwargs)
-    assert "1 actor × 2 threads on cpu, batches of 3 tiles" in Artifact.get("sr-geo-scene-report").data
+    assert "1 actor × 2 threads on cpu in float32, batches of 3 tiles" in Artifact.get("sr-geo-scene-report").data
 
 
 def test_time_stack_is_recorded_and_each_date_processed(first_run):

@@ -129,9 +129,9 @@ def test_config_file_and_given_settings_size_the_predictor_pool(make_raster, tmp
 
     node_memory = max(node["Resources"]["memory"] for node in ray.nodes() if node["Alive"])
     assert summary["pool"] == {"actors": 2, "threads": 1, "gpus_per_actor": 0.0, "batch_size": 3, "device": "cpu",
-                               "placement_timeout": 600.0, "host_memory": node_memory * 0.75 / 2}
+                               "precision": "float32", "placement_timeout": 600.0, "host_memory": node_memory * 0.75 / 2}
     assert summary["tiles_inferred"] == summary["tiles"] == 16
-    assert "Inference: 2 actors × 1 threads on cpu, batches of 3 tiles." in Artifact.get("sr-geo-scene-report").data
+    assert "Inference: 2 actors × 1 threads on cpu in float32, batches of 3 tiles." in Artifact.get("sr-geo-scene-report").data
 
 
 def test_runs_of_one_scene_to_two_outputs_at_once_both_finish(make_raster, tmp_path):

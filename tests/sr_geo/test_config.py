@@ -41,6 +41,7 @@ def test_empty_variable_unsets_an_optional_setting(tmp_path):
     ("", {"SR_GEO_GPUS_PER_ACTOR": "half"}, "SR_GEO_GPUS_PER_ACTOR: gpus_per_actor must be float"),
     ("", {"SR_GEO_SCENES_IN_FLIGHT": "0"}, "scenes_in_flight = 0 is out of range"),
     ('compression = "lzma"\n', {}, "compression = 'lzma' is not one of deflate, zstd"),
+    ("", {"SR_GEO_PRECISION": "float16"}, "precision = 'float16' is not one of auto, float32, bfloat16"),
     ("actors = [\n", {}, "not valid TOML"),
 ])
 def test_bad_settings_are_refused_with_the_culprit_named(tmp_path, toml, env, fragment):

@@ -50,6 +50,16 @@ def test_settings_fix_the_pool_and_the_cluster_sizes_the_rest(config, device, cl
     assert (pool.batch_size, pool.placement_timeout) == (config.batch_size, config.placement_timeout)
 
 
+@pytest.mark.parametrize(("config", "device", "cluster", "precision"), [
+    (Config(), "auto", (2, 2, 0), "float32"),  # auto: float32 on CPUs
+    (Config(), "auto", (16, 8, 2), "bfloat16"),  # and bfloat16 on GPUs
+    (Config(precision="float32"), "auto", (16, 8, 2), "float32"),
+    (Config(precision="bfloat16"), "cpu", (16, 8, 2), "bfloat16"),  # a CPU with AMX or AVX-512 BF16
+])
+def test_the_precision_follows_the_setting_and_auto_the_device(config, device, cluster, precision):
+    assert size_pool(config, device, *cluster, NODE_MEMORY).precision == precision
+
+
 @pytest.mark.parametrize(("config", "cluster", "host_gib"), [
     (Config(), (2, 2, 0), 12.0),  # one actor: 3/4 of Ray's memory on the node for its model calls
     (Config(actors=2), (2, 2, 0), 6.0),  # two 1-thread actors share the node

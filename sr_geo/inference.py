@@ -315,6 +315,7 @@ def predict_whole(
     device: torch.device,
     options: InferenceOptions = InferenceOptions(),
     shifts: np.ndarray | None = None,
+    precision: str = "auto",
 ) -> np.ndarray:
     """One forward pass over a whole (B, H, W) image, or (T, B, H, W) stack with (T, H, W) validity and
     (T, 2) shifts, padded by `halo` as the tiler pads (`BORDER`): the seam-free reference. Frames are chosen
@@ -327,6 +328,6 @@ def predict_whole(
     space = ((halo, halo), (halo, halo))
     x = np.pad(norm.apply(pixels, valid), ((0, 0),) * (pixels.ndim - 2) + space, mode=BORDER)
     valid = np.pad(valid, ((0, 0),) * (valid.ndim - 2) + space, mode=BORDER)
-    y = norm.invert(run_model(model, x[None], valid[None], device, options, shifts)[0][0])
+    y = norm.invert(run_model(model, x[None], valid[None], device, options, shifts, precision)[0][0])
     s = model.scale
     return y[:, halo * s : y.shape[1] - halo * s, halo * s : y.shape[2] - halo * s]

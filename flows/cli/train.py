@@ -50,6 +50,9 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 @click.option("--hf-energy-weight", default=_DEFAULTS["hf_energy_weight"], show_default=True, type=float,
               help="GAN: weight of the batch's energy above half Nyquist against the HR's.")
 @click.option("--attribution", default="", help="Data attribution to record in the weights' model card.")
+@click.option("--precision", default=_DEFAULTS["precision"], show_default=True,
+              type=click.Choice(["float32", "bfloat16"]),
+              help="The networks' arithmetic: bfloat16 autocast (float32 weights), faster on GPUs and CPUs with AMX.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for torch [default: torch's choice].")
 @click.option("--fresh", is_flag=True, help="Discard RUN_DIR's checkpoints and start over.")

@@ -57,6 +57,7 @@ def model_card(
             "batch_size": config.batch_size,
             "hr_patch": config.patch,
             "seed": config.seed,
+            "precision": config.precision,
             "seconds": round(seconds, 1),
             "hardware": hardware(device),
             "command": command,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -32,9 +33,18 @@ class Trainer:
             return self._l1_step(lr, hr, valid, shifts)
         return self._adversarial_step(lr, hr)
 
+    def _networks(self):
+        """Where the networks run: under bfloat16 autocast when the run asks for it. Losses take their
+        outputs back in float32 (the spectral terms' FFTs among them)."""
+        if self.config.precision != "bfloat16":
+            return nullcontext()
+        return torch.autocast(next(self.generator.parameters()).device.type, dtype=torch.bfloat16)
+
     def _l1_step(self, lr: torch.Tensor, hr: torch.Tensor, valid: torch.Tensor | None,
                  shifts: torch.Tensor | None) -> dict[str, float]:
-        loss = losses.l1(self.generator(lr) if valid is None else self.generator(lr, valid, shifts), hr)
+        with self._networks():
+            sr = self.generator(lr) if valid is None else self.generator(lr, valid, shifts)
+        loss = losses.l1(sr.float(), hr)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -43,11 +53,13 @@ class Trainer:
     def _adversarial_step(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]:
         """Generator first against the current discriminator (frozen), then the discriminator, as ESRGAN."""
         c = self.config
-        sr = self.generator(lr)
         self.discriminator.requires_grad_(False)
-        with torch.no_grad():
-            real_logits, real_features = self.discriminator(hr)
-        fake_logits, fake_features = self.discriminator(sr)
+        with self._networks():
+            sr = self.generator(lr)
+            with torch.no_grad():
+                real_logits, real_features = _float(self.discriminator(hr))
+            fake_logits, fake_features = _float(self.discriminator(sr))
+        sr = sr.float()
         terms = {
             "l1": losses.l1(sr, hr),
             "adversarial": losses.relativistic_generator_loss(real_logits, fake_logits),
@@ -67,10 +79,17 @@ class Trainer:
         self.optimizer.step()
 
         self.discriminator.requires_grad_(True)
-        real_logits, _ = self.discriminator(hr)
-        fake_logits, _ = self.discriminator(sr.detach())
+        with self._networks():
+            real_logits, _ = _float(self.discriminator(hr))
+            fake_logits, _ = _float(self.discriminator(sr.detach()))
         d_loss = losses.relativistic_discriminator_loss(real_logits, fake_logits)
         self.d_optimizer.zero_grad(set_to_none=True)
         d_loss.backward()
         self.d_optimizer.step()
         return {name: value.item() for name, value in terms.items()} | {"generator": total.item(), "discriminator": d_loss.item()}
+
+
+def _float(output: tuple[torch.Tensor, list[torch.Tensor]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A discriminator's logits and features in float32, for the losses."""
+    logits, features = output
+    return logits.float(), [feature.float() for feature in features]

@@ -142,6 +142,28 @@ def test_training_lowers_the_loss_and_beats_bicubic(scenes: Path, tmp_path: Path
     assert json.loads(meta["training"])["steps"] == 40
 
 
+def test_training_in_bfloat16_lowers_the_loss_and_beats_bicubic_too(scenes: Path, tmp_path: Path) -> None:
+    """bfloat16 autocast with float32 weights learns as float32 does; the card says how the weights were made."""
+    result = train(tiny_config((str(scenes / "place_a_*.tif"),), precision="bfloat16"), tmp_path / "run",
+                   progress_bar=False)
+    history = json.loads((tmp_path / "run" / "progress.json").read_text())["history"]
+    losses = [h["l1"] for h in history if h["kind"] == "train"]
+    assert losses[-1] < 0.9 * losses[0]
+    assert result.validation["psnr"] > result.validation["bicubic_psnr"] + 0.5
+    assert json.loads(read_metadata(result.weights)["training"])["precision"] == "bfloat16"
+    assert load_weights(result.weights, ARCHITECTURES).head.weight.dtype == torch.float32
+
+
+def test_adversarial_training_in_bfloat16_keeps_every_term_finite(scenes: Path, tmp_path: Path) -> None:
+    """The spectral terms' FFTs and the discriminator's losses take the networks' bfloat16 outputs in float32."""
+    config = tiny_config((str(scenes / "place_a_1.tif"),), model="gan", blocks=1, steps=4, pretrain_steps=2,
+                         batch_size=2, log_every=1, eval_every=4, checkpoint_every=4, precision="bfloat16")
+    train(config, tmp_path / "run", progress_bar=False)
+    history = [h for h in json.loads((tmp_path / "run" / "progress.json").read_text())["history"] if h["kind"] == "train"]
+    assert {"adversarial", "feature_matching", "frequency", "hf_energy", "discriminator"} <= set(history[-1])
+    assert all(np.isfinite(value) for h in history for name, value in h.items() if name not in ("kind", "step"))
+
+
 def test_a_stopped_run_resumes_exactly_where_it_stopped(scenes: Path, tmp_path: Path, monkeypatch) -> None:
     config = tiny_config((str(scenes / "place_a_1.tif"),), steps=20)
     whole = train(config, tmp_path / "whole", progress_bar=False)

@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from sr_geo.config import PRECISIONS
+
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -407,7 +409,7 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--bands", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3, help="alternations of actor and bare-model inference")
-    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"], help="the network's arithmetic")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="the network's arithmetic")
     parser.add_argument("--memory-sizes", default="512,1024,2048")
     parser.add_argument("--export-size", type=int, default=1024, help="scene side for the export case")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))

@@ -100,11 +100,11 @@ _early: list[TemporaryServer] = []  # the one `start_early` started, until claim
 
 
 def start_early() -> None:
-    """Start the temporary server now, before the command's own imports, unless the environment names a
-    Prefect API: the server's start (3 s of CPU, mostly imports) is the longest wait of a small run, and
-    the run's imports (torch and the pipeline, 1.2 s on one core) leave the machine's other cores idle.
-    A Prefect profile or `.env` file that names an API is only seen once Prefect's settings load; the run
-    then stops this server (`flows.startup`)."""
+    """Start the temporary server now, unless one is started or the environment names a Prefect API. The
+    CLI calls this before a command's own imports: the server's start (3 s of CPU, mostly imports) is the
+    longest wait of a small run, and the run's imports (torch and the pipeline, 1.2 s on one core) leave
+    the machine's other cores idle. A Prefect profile or `.env` file that names an API is only seen once
+    Prefect's settings load; the run then discards this server (`flows.startup`)."""
     if not _early and not os.environ.get("PREFECT_API_URL"):
         _early.append(TemporaryServer())
 

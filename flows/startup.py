@@ -17,15 +17,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from flows.prefect_server import TemporaryServer, claim_early
+from flows.prefect_server import claim_early, start_early
 from sr_geo.errors import InvalidRequestError
 from workers.cluster import ray_session
 
 
 def _prepare(prefect_api_url: str | None, preload: str, result: dict) -> None:
-    """In a helper thread: check the configured Prefect API, or use the temporary server in `result` (started
-    when none is, if not yet), then import `preload` while the server comes up. Puts the URL to report to in
-    `result`."""
+    """In a helper thread: check the configured Prefect API, or use the temporary server in `result`, then
+    import `preload` while the server comes up. Puts the URL to report to in `result`."""
     try:
         from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
 
@@ -34,8 +33,6 @@ def _prepare(prefect_api_url: str | None, preload: str, result: dict) -> None:
             if "server" in result:  # started before Prefect's settings said an API is configured
                 result.pop("server").discard()
             _check_prefect_api(configured)
-        elif "server" not in result:
-            result["server"] = TemporaryServer()
         importlib.import_module(preload)
         if not configured:
             result["server"].wait_until_up(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
@@ -69,7 +66,9 @@ def run_services(ray_address: str | None, prefect_api_url: str | None, preload: 
     stopped on exit.
     """
     # Started before Prefect's settings are read, so that the server's imports overlap everything else.
-    server = claim_early() or (None if prefect_api_url or os.environ.get("PREFECT_API_URL") else TemporaryServer())
+    if not prefect_api_url:
+        start_early()  # a no-op when the command started it already, or the environment names an API
+    server = claim_early()
     prepared: dict = {"server": server} if server else {}
     helper = threading.Thread(target=_prepare, args=(prefect_api_url, preload, prepared), daemon=True)
     helper.start()

@@ -143,8 +143,9 @@ def resolve_precision(device: torch.device, precision: str = "auto") -> str:
     return precision
 
 
-def _autocast(device: torch.device, precision: str):
-    """bfloat16 autocast for the network where the precision asks for it; float32 needs none."""
+def autocast(device: torch.device, precision: str):
+    """bfloat16 autocast for the networks where the precision asks for it (inference and training alike);
+    float32 needs none."""
     if resolve_precision(device, precision) == "bfloat16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
@@ -154,7 +155,7 @@ def forward(model: SRModel, x: np.ndarray, device: torch.device, valid: np.ndarr
             shifts: np.ndarray | None = None, precision: str = "auto") -> np.ndarray:
     """The plain network on a normalised float32 batch (N, C, h, w), without gradients; a temporal model
     takes (N, T, C, h, w), the frames' validity (N, T, h, w) and their shifts (N, T, 2)."""
-    with torch.inference_mode(), _autocast(device, precision):
+    with torch.inference_mode(), autocast(device, precision):
         inputs = [torch.from_numpy(np.ascontiguousarray(a)).to(device, non_blocking=True)
                   for a in (x, valid, shifts) if a is not None]
         y = model(*inputs)
@@ -178,7 +179,7 @@ def run_model(
         if model.temporal:
             st = torch.zeros(xt.shape[:2] + (2,), device=device) if shifts is None else (
                 torch.from_numpy(shifts).to(device).expand(len(xt), -1, -1))
-        with _autocast(device, precision):
+        with autocast(device, precision):
             if model.temporal:
                 y, spread = model(xt, vt, st), None
             else:

@@ -107,10 +107,10 @@ def size_pool(config: Config, device: str, cpus: int, node_cpus: int, gpus: int,
     actors = config.actors or (max(1, int(gpus / share + 1e-9)) if on_gpu else max(1, cpus // node_cpus))
     threads = config.threads or max(1, min(node_cpus, cpus // actors))
     per_node = max(1, min(actors, node_cpus // threads))
-    device = "cuda" if on_gpu else ("cpu" if device == "auto" else device)
+    placed = "cuda" if on_gpu else ("cpu" if device == "auto" else device)
     return PoolConfig(actors=actors, threads=threads, gpus_per_actor=share, batch_size=config.batch_size,
-                      host_memory=node_memory * CALL_MEMORY_FRACTION / per_node, device=device,
-                      precision=resolve_precision(torch.device(device), config.precision),
+                      host_memory=node_memory * CALL_MEMORY_FRACTION / per_node, device=placed,
+                      precision=resolve_precision(torch.device(placed), config.precision),
                       placement_timeout=config.placement_timeout)
 
 

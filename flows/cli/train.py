@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from sr_geo.models.registry import ARCHITECTURES, CLASSICAL, SCALES
-from sr_geo.training.config import TrainConfig
+from sr_geo.training.config import PRECISIONS, TrainConfig
 
 LEARNED = sorted(set(ARCHITECTURES) - set(CLASSICAL))
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
@@ -51,7 +51,7 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
               help="GAN: weight of the batch's energy above half Nyquist against the HR's.")
 @click.option("--attribution", default="", help="Data attribution to record in the weights' model card.")
 @click.option("--precision", default=_DEFAULTS["precision"], show_default=True,
-              type=click.Choice(["float32", "bfloat16"]),
+              type=click.Choice(PRECISIONS),
               help="The networks' arithmetic: bfloat16 autocast (float32 weights), faster on GPUs and CPUs with AMX.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for torch [default: torch's choice].")

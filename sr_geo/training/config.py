@@ -14,6 +14,9 @@ from sr_geo.models.registry import ARCHITECTURES, CLASSICAL
 # Noise in the standardised units the models see (a fraction of the band's scene std): up to 3 %,
 # from clean aerial imagery to noisy dark bands of a satellite sensor.
 DEFAULT_DEGRADATION = DegradationRanges(mtf_nyquist=(0.15, 0.45), noise_std=(0.0, 0.03))
+# The networks' arithmetic (`sr_geo.config.PRECISIONS` but auto, which would make the result depend on
+# the device): bfloat16 autocast keeps float32 weights and optimiser state.
+PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -60,9 +63,7 @@ class TrainConfig:
     hf_energy_weight: float = 1.0
     attribution: str = ""
     init_weights: str = ""
-    # The networks' arithmetic (`sr_geo.config.PRECISIONS` but auto): bfloat16 autocast with float32
-    # weights and optimiser state, about twice the steps per second on GPUs and on CPUs with AMX.
-    precision: str = "float32"
+    precision: str = "float32"  # one of PRECISIONS; bfloat16 ran twice the steps per second on a CPU with AMX
 
     def __post_init__(self) -> None:
         if self.model not in ARCHITECTURES or self.model in CLASSICAL:
@@ -76,8 +77,8 @@ class TrainConfig:
             raise ValueError(f"pretrain_steps must be in [0, steps], got {self.pretrain_steps}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        if self.precision not in ("float32", "bfloat16"):
-            raise ValueError(f"precision must be float32 or bfloat16, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     @property
     def adversarial(self) -> bool:

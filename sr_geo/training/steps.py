@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
+from sr_geo.inference import autocast
 from sr_geo.models.base import SRModel
 from sr_geo.models.discriminator import PatchDiscriminator
 from sr_geo.training import losses
@@ -34,11 +34,9 @@ class Trainer:
         return self._adversarial_step(lr, hr)
 
     def _networks(self):
-        """Where the networks run: under bfloat16 autocast when the run asks for it. Losses take their
-        outputs back in float32 (the spectral terms' FFTs among them)."""
-        if self.config.precision != "bfloat16":
-            return nullcontext()
-        return torch.autocast(next(self.generator.parameters()).device.type, dtype=torch.bfloat16)
+        """Where the networks run: in the run's precision. Losses take their outputs back in float32 (the
+        spectral terms' FFTs among them)."""
+        return autocast(next(self.generator.parameters()).device, self.config.precision)
 
     def _l1_step(self, lr: torch.Tensor, hr: torch.Tensor, valid: torch.Tensor | None,
                  shifts: torch.Tensor | None) -> dict[str, float]:

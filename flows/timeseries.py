@@ -17,6 +17,7 @@ from sr_geo import storage
 from sr_geo.config import SettingValue
 from sr_geo.inference import InferenceOptions
 from sr_geo.models.registry import ARCHITECTURES, ModelSpec
+from sr_geo.preflight import check_uncertainty
 from sr_geo.stack import SCL_INVALID, CloudMask, Stack, validate_stack_request
 from sr_geo.store import TileStore
 from sr_geo.tiler import tile_stack
@@ -25,7 +26,7 @@ from sr_geo.tiler import tile_stack
 @task(name="inspect")
 def inspect_frames(sources: list[str], destination: str, spec: ModelSpec, options: InferenceOptions,
                    reference: str | None, mask: CloudMask | None, asset: str | None) -> dict:
-    options.check_model(ARCHITECTURES[spec.name].temporal, spec.name)
+    check_uncertainty(options.uncertainty, ARCHITECTURES[spec.name].temporal, spec.name)
     stack = validate_stack_request(sources, destination, spec, reference=reference, mask=mask, asset=asset)
     return stack.to_attrs()
 

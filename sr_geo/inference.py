@@ -25,6 +25,7 @@ from sr_geo.degrade import SensorModel
 from sr_geo.errors import InvalidRequestError
 from sr_geo.models.base import SRModel
 from sr_geo.plan import BORDER, TilePlan
+from sr_geo.preflight import check_sensor_mtf, check_uncertainty
 from sr_geo.stack import Stack
 from sr_geo.store import TileStore
 from sr_geo.uncertainty import dihedral_spread
@@ -68,12 +69,6 @@ CONSISTENCY_ITERATIONS = 8
 STACK_CONSISTENCY_ITERATIONS = 50
 
 
-def check_sensor_mtf(consistent: bool, sensor_mtf: float | None) -> None:
-    """An assumed MTF means nothing without back-projection: refuse it rather than ignore it."""
-    if sensor_mtf is not None and not consistent:
-        raise InvalidRequestError("--sensor-mtf sets what --consistent assumes; add --consistent or leave it out")
-
-
 @dataclass(frozen=True)
 class InferenceOptions:
     """How the model is applied, recorded in the store so every actor applies it the same way.
@@ -94,11 +89,11 @@ class InferenceOptions:
         """The options a run's flags ask for, refused in one line where the model cannot honour them.
         `sensor_mtf` is the sensor's MTF at Nyquist that back-projection assumes (None: the default)."""
         check_sensor_mtf(consistent, sensor_mtf)
+        check_uncertainty(uncertainty, temporal, arch)
         iterations = (STACK_CONSISTENCY_ITERATIONS if temporal else CONSISTENCY_ITERATIONS) if consistent else 0
         options = cls(uncertainty, iterations)
         if sensor_mtf is not None:
             options = replace(options, consistency_mtf=sensor_mtf)
-        options.check_model(temporal, arch)
         return options
 
     def back_projection(self, scale: int) -> BackProjection | None:
@@ -116,13 +111,6 @@ class InferenceOptions:
     def to_attrs(self) -> dict:
         return asdict(self)
 
-    def check_model(self, temporal: bool, arch: str) -> None:
-        """Refuse what a temporal model cannot honour: the dihedral spread transforms one image, and a
-        stack's frames sit at shifts the model reads."""
-        if temporal and self.uncertainty:
-            raise InvalidRequestError(
-                f"--uncertainty is not supported for the temporal model {arch!r}; run without it"
-            )
 
 
 def clearest_frame(valid_counts: np.ndarray) -> int:
@@ -171,7 +159,7 @@ def run_model(
 
     The network runs in `precision` (`sr_geo.config.PRECISIONS`); back-projection always in float32.
     """
-    options.check_model(model.temporal, model.arch)
+    check_uncertainty(options.uncertainty, model.temporal, model.arch)
     with torch.inference_mode():
         xt = torch.from_numpy(np.ascontiguousarray(x)).to(device, non_blocking=True)
         vt = torch.from_numpy(np.ascontiguousarray(valid)).to(device)

@@ -19,6 +19,19 @@ def _same_file(a: str, b: str) -> bool:
     return os.path.abspath(a) == os.path.abspath(b)
 
 
+def check_sensor_mtf(consistent: bool, sensor_mtf: float | None) -> None:
+    """An assumed MTF means nothing without back-projection: refuse it rather than ignore it."""
+    if sensor_mtf is not None and not consistent:
+        raise InvalidRequestError("--sensor-mtf sets what --consistent assumes; add --consistent or leave it out")
+
+
+def check_uncertainty(uncertainty: bool, temporal: bool, arch: str) -> None:
+    """Refuse what a temporal model cannot honour: the dihedral spread transforms one image, and a
+    stack's frames sit at shifts the model reads."""
+    if temporal and uncertainty:
+        raise InvalidRequestError(f"--uncertainty is not supported for the temporal model {arch!r}; run without it")
+
+
 def validate_request(source: str, destination: str, spec: ModelSpec) -> SceneInfo:
     """Validate input, output path and model together; returns the scene so it is read only once."""
     if _same_file(source, destination):

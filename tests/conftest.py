@@ -118,7 +118,7 @@ def random_cnn_weights(tmp_path: Path) -> Callable[[int], Path]:
 
     def make(scale: int = 4) -> Path:
         torch.manual_seed(0)
-        model = ARCHITECTURES["cnn"](scale=scale)
+        model = ARCHITECTURES["cnn"].load()(scale=scale)
         with torch.no_grad():
             model.tail.weight.normal_(0, 0.05)
         path = tmp_path / f"cnn_random_x{scale}.safetensors"

@@ -11,8 +11,8 @@ import click
 from sr_geo.config import PRECISIONS
 from sr_geo.errors import InvalidRequestError
 from sr_geo.evaluation import STACK_FRAMES, EvalConfig, StackEvalConfig, validate_eval_request
-from sr_geo.inference import check_sensor_mtf
 from sr_geo.models.registry import SCALES
+from sr_geo.preflight import check_sensor_mtf
 
 
 @click.command("eval")

@@ -84,7 +84,7 @@ def command(sources: tuple[str, ...], stacks: tuple[str, ...], run_dir: str, wei
 
 
 def _radii(weights: Path) -> str:
-    from sr_geo.models.weights import read_metadata
+    from sr_geo.models.header import read_metadata
 
     meta = read_metadata(weights)
     return f"{meta['effective_radius']} px, theoretical {meta['theoretical_radius']} px"

@@ -6,17 +6,17 @@ tensors in the body. The file's SHA-256 is the weights' identity in provenance a
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from sr_geo import __version__
 from sr_geo.errors import InvalidRequestError
 from sr_geo.models.base import SRModel
+from sr_geo.models.header import weights_metadata
 from sr_geo.models.receptive import SEAM_TOLERANCE
+from sr_geo.models.registry import ARCHITECTURES
 
 
 def save_weights(model: SRModel, path: str | Path, **card: object) -> None:
@@ -37,41 +37,15 @@ def save_weights(model: SRModel, path: str | Path, **card: object) -> None:
     save_file(tensors, str(path), metadata=metadata)
 
 
-def read_metadata(path: str | Path) -> dict[str, str]:
-    with safe_open(str(path), framework="pt") as handle:
-        return dict(handle.metadata() or {})
-
-
-def weights_metadata(path: str | Path) -> dict[str, str]:
-    """The header of a weights file, refused in one line when it is missing or not one of ours."""
-    if not Path(path).is_file():
-        raise InvalidRequestError(f"{path}: weights file not found")
-    try:
-        metadata = read_metadata(path)
-    except Exception as exc:  # safetensors raises several types for a damaged header
-        raise InvalidRequestError(f"{path}: not a safetensors weights file ({exc})") from None
-    if "arch" not in metadata or "config" not in metadata:
-        raise InvalidRequestError(f"{path}: a safetensors file without sr-geo's architecture header")
-    return metadata
-
-
-def load_weights(path: str | Path, architectures: dict[str, type[SRModel]]) -> SRModel:
+def load_weights(path: str | Path) -> SRModel:
     """Rebuild the model named in the header and load its tensors."""
     metadata = weights_metadata(path)
     arch = metadata["arch"]
-    if arch not in architectures:
+    if arch not in ARCHITECTURES:
         raise InvalidRequestError(f"{path}: unknown architecture {arch!r} in weights header")
-    model = architectures[arch](**json.loads(metadata["config"]))
+    model = ARCHITECTURES[arch].load()(**json.loads(metadata["config"]))
     model.load_state_dict(load_file(str(path)))
     model._theoretical_radius = int(metadata["theoretical_radius"])
     if "effective_radius" in metadata:
         model.effective_radius = int(metadata["effective_radius"])
     return model.eval()
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -21,10 +21,11 @@ from sr_geo.inference import choose_device
 from sr_geo.models.base import SRModel
 from sr_geo.models.bicubic import Bicubic
 from sr_geo.models.discriminator import PatchDiscriminator
+from sr_geo.models.header import file_sha256, weights_metadata
 from sr_geo.models.receptive import effective_radius
 from sr_geo.models.registry import ARCHITECTURES
 from sr_geo.models.temporal import MedianBicubic, SingleImageView
-from sr_geo.models.weights import file_sha256, save_weights, weights_metadata
+from sr_geo.models.weights import save_weights
 from sr_geo.training.card import model_card
 from sr_geo.training.checkpoint import Progress, load_checkpoint, save_checkpoint
 from sr_geo.training.config import TrainConfig
@@ -78,7 +79,7 @@ def train(
     val_patches = sampler.validation(split, config.val_patches)
 
     torch.manual_seed(config.seed)
-    generator = ARCHITECTURES[config.model](config.scale, **config.architecture_options())
+    generator = ARCHITECTURES[config.model].load()(config.scale, **config.architecture_options())
     if config.init_weights:
         _initialise(generator, config.init_weights)
     # channels_last: ~25 % faster convolutions on CPU (oneDNN) and on GPU tensor cores alike.

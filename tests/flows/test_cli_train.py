@@ -13,7 +13,6 @@ import torch
 from click.testing import CliRunner
 
 from flows.cli import main
-from sr_geo.models.registry import ARCHITECTURES
 from sr_geo.models.weights import load_weights
 
 
@@ -36,7 +35,7 @@ def test_train_writes_weights_and_curves_and_resumes(make_raster, tmp_path) -> N
     assert first.exit_code == 0, first.output
     assert "after 6 steps" in first.output and "validation on" in first.output and "bicubic" in first.output
     weights = run_dir / "cnn_x2.safetensors"
-    model = load_weights(weights, ARCHITECTURES)
+    model = load_weights(weights)
     assert model.scale == 2 and model.effective_radius is not None
     assert (run_dir / "curves.png").is_file()
 

@@ -221,6 +221,41 @@ def test_an_api_named_by_a_prefect_profile_replaces_the_early_server(cli_env, ma
     assert not _servers_started_with(marker)
 
 
+def test_a_request_is_checked_without_torch(make_raster, tmp_path) -> None:
+    """Ray starts while torch and the networks load (1.2 s of imports) because nothing before it needs them:
+    the commands' modules, the checks of a scene, a stack, the flags and the weights' headers run without
+    torch, and a refusal comes before torch would have loaded."""
+    scene, out = make_raster(32, 32), tmp_path / "out.tif"
+    frames = [str(make_raster(32, 32, seed=seed, name=f"t{seed}.tif")) for seed in range(2)]
+    x2 = REPO / "sr_geo" / "weights" / "cnn_x2.safetensors"
+    probe = f"""
+import sys
+import flows.cli.run, flows.cli.run_stack, flows.cli.demo
+from flows.cli.options import check_inference
+from sr_geo.errors import InvalidRequestError
+from sr_geo.models.registry import ModelSpec, weights_id
+from sr_geo.preflight import validate_request
+from sr_geo.stack import validate_stack_request
+
+validate_request({str(scene)!r}, {str(out)!r}, ModelSpec("gan", 4))
+validate_stack_request({frames!r}, {str(out)!r}, ModelSpec("rnn", 4))
+check_inference(dict(model="rnn", uncertainty=False, consistent=True, sensor_mtf=0.25))
+assert len(weights_id(ModelSpec("cnn", 4), 3)) == 64
+for refused in (lambda: validate_request({str(scene)!r}, {str(out)!r}, ModelSpec("cnn", 4, {str(x2)!r})),
+                lambda: check_inference(dict(model="rnn", uncertainty=True, consistent=False, sensor_mtf=None))):
+    try:
+        refused()
+    except InvalidRequestError as exc:
+        print(exc)
+print("torch" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"{x2}: weights are for ×2, not ×4",
+                                        "--uncertainty is not supported for the temporal model 'rnn'; run without it",
+                                        "False"]
+
+
 def _servers_started_with(marker: str) -> list[int]:
     """Temporary Prefect servers still running whose environment holds `marker`."""
     found = []

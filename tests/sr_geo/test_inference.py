@@ -41,7 +41,7 @@ def make_model(name: str, scale: int, bands: int) -> SRModel:
     """
     if name != "cnn":
         return build_model(ModelSpec(name, scale), bands)
-    cls = ARCHITECTURES["cnn"]
+    cls = ARCHITECTURES["cnn"].load()
     kwargs = {"scale": scale, "feats": 8, "blocks": 2}
     if "bands" in inspect.signature(cls).parameters:  # older, band-specific constructor
         kwargs["bands"] = bands

@@ -13,9 +13,10 @@ from sr_geo.models.bands import BandExchange
 from sr_geo.models.cnn import CNN
 from sr_geo.models.discriminator import PatchDiscriminator
 from sr_geo.models.gan import RRDBNet
+from sr_geo.models.header import read_metadata
 from sr_geo.models.receptive import SEAM_TOLERANCE, effective_radius
 from sr_geo.models.registry import ARCHITECTURES, WEIGHTS_DIR, ModelSpec, build_model, weights_path
-from sr_geo.models.weights import load_weights, read_metadata, save_weights
+from sr_geo.models.weights import load_weights, save_weights
 
 SHIPPED = [("cnn", 2), ("cnn", 4), ("gan", 4)]
 
@@ -45,6 +46,13 @@ def test_one_shipped_weights_file_serves_every_band_count(name: str, scale: int)
             assert torch.isfinite(y).all()
         order = torch.randperm(13, generator=generator)
         torch.testing.assert_close(model(x[:, order]), model(x)[:, order], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_the_registry_says_of_each_model_what_its_class_says(name: str) -> None:
+    """The registry knows models without importing them (torch loads later); its entries must agree with the classes."""
+    cls = ARCHITECTURES[name].load()
+    assert cls.arch == name and cls.temporal is ARCHITECTURES[name].temporal
 
 
 @pytest.mark.parametrize(("name", "scale"), SHIPPED)
@@ -89,7 +97,7 @@ def test_safetensors_round_trip_rebuilds_an_identical_model(name: str, tmp_path,
     save_weights(model, path, bands_trained=["red"])
     monkeypatch.setattr(pickle, "loads", lambda *a, **k: pytest.fail("weights must load without pickle"))
     monkeypatch.setattr(pickle, "load", lambda *a, **k: pytest.fail("weights must load without pickle"))
-    rebuilt = load_weights(path, ARCHITECTURES)
+    rebuilt = load_weights(path)
     assert type(rebuilt) is type(model) and rebuilt.config() == model.config()
     assert rebuilt.effective_radius == 3 and rebuilt.theoretical_radius == model.theoretical_radius
     x = torch.randn(2, 3, 10, 10)

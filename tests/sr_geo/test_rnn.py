@@ -123,7 +123,7 @@ def test_weights_round_trip_through_the_registry(tmp_path):
     path = tmp_path / "rnn.safetensors"
     save_weights(model, path)
     rebuilt = build_model(ModelSpec("rnn", 2, str(path)), bands=3)
-    assert ARCHITECTURES["rnn"] is RNN and rebuilt.temporal
+    assert ARCHITECTURES["rnn"].load() is RNN and rebuilt.temporal
     assert (rebuilt.receptive_radius, rebuilt.theoretical_radius) == (3, model.theoretical_radius)
     x, valid = stack(1, 3, 3)
     with torch.no_grad():

@@ -16,8 +16,8 @@ from sr_geo.evaluation import STACK_SYNTHESIS
 from sr_geo.metrics import phase_correlation_shift
 from sr_geo.models.cnn import CNN
 from sr_geo.models.gan import RRDBNet
-from sr_geo.models.registry import ARCHITECTURES
-from sr_geo.models.weights import load_weights, read_metadata, save_weights
+from sr_geo.models.header import read_metadata
+from sr_geo.models.weights import load_weights, save_weights
 from sr_geo.training.config import TrainConfig
 from sr_geo.training.data import degradation_margin
 from sr_geo.training.loop import train
@@ -110,7 +110,7 @@ def test_train_rnn_writes_weights_with_radius_and_temporal_card(rasters, tmp_pat
                          feats=8, blocks=1, val_patches=2, eval_every=6, log_every=3, checkpoint_every=6,
                          split_cell=2, val_fraction=0.1)
     result = train(config, tmp_path / "run", progress_bar=False)
-    model = load_weights(result.weights, ARCHITECTURES)
+    model = load_weights(result.weights)
     meta = read_metadata(result.weights)
     assert model.arch == "rnn" and model.temporal
     assert 0 <= model.effective_radius <= model.theoretical_radius == int(meta["theoretical_radius"])
@@ -127,7 +127,7 @@ def test_a_cnn_file_starts_the_rnn_base_and_another_model_is_refused(rasters, tm
     config = TrainConfig(model="rnn", scale=2, sources=(str(rasters),), steps=1, batch_size=1, patch=32, lr=0.0,
                          feats=8, blocks=1, val_patches=0, split_cell=2, val_fraction=0.1,
                          init_weights=str(tmp_path / "cnn.safetensors"))
-    model = load_weights(train(config, tmp_path / "run", progress_bar=False).weights, ARCHITECTURES)
+    model = load_weights(train(config, tmp_path / "run", progress_bar=False).weights)
     for name, tensor in cnn.state_dict().items():
         torch.testing.assert_close(model.base.state_dict()[name], tensor, rtol=0, atol=0)
     save_weights(CNN(2, feats=8), tmp_path / "narrow.safetensors")
@@ -154,7 +154,7 @@ def test_an_rnn_file_from_before_the_shift_kernels_starts_every_other_layer(rast
     config = TrainConfig(model="rnn", scale=2, sources=(str(rasters),), steps=1, batch_size=1, patch=32, lr=0.0,
                          feats=8, blocks=1, val_patches=0, split_cell=2, val_fraction=0.1,
                          init_weights=str(tmp_path / "old.safetensors"))
-    model = load_weights(train(config, tmp_path / "run", progress_bar=False).weights, ARCHITECTURES)
+    model = load_weights(train(config, tmp_path / "run", progress_bar=False).weights)
     for name, tensor in tensors.items():
         torch.testing.assert_close(model.state_dict()[name], tensor, rtol=0, atol=0)
     assert model.shift_kernels.kernels.abs().max() == 0

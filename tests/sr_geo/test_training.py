@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 from conftest import UTM_TRANSFORM, smooth_texture, write_raster
 from sr_geo.degrade import DegradationRanges, area_downsample
 from sr_geo.errors import InvalidRequestError
-from sr_geo.models.registry import ARCHITECTURES
-from sr_geo.models.weights import load_weights, read_metadata
+from sr_geo.models.header import read_metadata
+from sr_geo.models.weights import load_weights
 from sr_geo.training.config import TrainConfig
 from sr_geo.training.data import PatchSampler, degradation_margin
 from sr_geo.training.loop import train
@@ -136,7 +136,7 @@ def test_training_lowers_the_loss_and_beats_bicubic(scenes: Path, tmp_path: Path
     assert losses[-1] < 0.9 * losses[0]
     assert result.validation["psnr"] > result.validation["bicubic_psnr"] + 0.5
     assert result.curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    model = load_weights(result.weights, ARCHITECTURES)
+    model = load_weights(result.weights)
     meta = read_metadata(result.weights)
     assert model.effective_radius == int(meta["effective_radius"]) <= model.theoretical_radius
     assert json.loads(meta["training"])["steps"] == 40
@@ -151,7 +151,7 @@ def test_training_in_bfloat16_lowers_the_loss_and_beats_bicubic_too(scenes: Path
     assert losses[-1] < 0.9 * losses[0]
     assert result.validation["psnr"] > result.validation["bicubic_psnr"] + 0.5
     assert json.loads(read_metadata(result.weights)["training"])["precision"] == "bfloat16"
-    assert load_weights(result.weights, ARCHITECTURES).head.weight.dtype == torch.float32
+    assert load_weights(result.weights).head.weight.dtype == torch.float32
 
 
 def test_adversarial_training_in_bfloat16_keeps_every_term_finite(scenes: Path, tmp_path: Path) -> None:

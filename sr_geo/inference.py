@@ -112,7 +112,6 @@ class InferenceOptions:
         return asdict(self)
 
 
-
 def clearest_frame(valid_counts: np.ndarray) -> int:
     """Index of the frame with the most valid pixels, the earliest on ties: what single-image models see."""
     return int(np.argmax(valid_counts))

@@ -25,7 +25,7 @@ from sr_geo.degrade import SensorModel
 from sr_geo.errors import InvalidRequestError
 from sr_geo.models.base import SRModel
 from sr_geo.plan import BORDER, TilePlan
-from sr_geo.preflight import check_sensor_mtf, check_uncertainty
+from sr_geo.preflight import check_inference_flags, check_uncertainty
 from sr_geo.stack import Stack
 from sr_geo.store import TileStore
 from sr_geo.uncertainty import dihedral_spread
@@ -88,8 +88,7 @@ class InferenceOptions:
                   sensor_mtf: float | None = None) -> InferenceOptions:
         """The options a run's flags ask for, refused in one line where the model cannot honour them.
         `sensor_mtf` is the sensor's MTF at Nyquist that back-projection assumes (None: the default)."""
-        check_sensor_mtf(consistent, sensor_mtf)
-        check_uncertainty(uncertainty, temporal, arch)
+        check_inference_flags(uncertainty, consistent, temporal, arch, sensor_mtf)
         iterations = (STACK_CONSISTENCY_ITERATIONS if temporal else CONSISTENCY_ITERATIONS) if consistent else 0
         options = cls(uncertainty, iterations)
         if sensor_mtf is not None:

@@ -32,6 +32,14 @@ def check_uncertainty(uncertainty: bool, temporal: bool, arch: str) -> None:
         raise InvalidRequestError(f"--uncertainty is not supported for the temporal model {arch!r}; run without it")
 
 
+def check_inference_flags(uncertainty: bool, consistent: bool, temporal: bool, arch: str,
+                          sensor_mtf: float | None = None) -> None:
+    """The inference flags of a run, refused in one line where the model cannot honour them: what the CLI
+    checks before any service starts and `InferenceOptions.requested` again inside the flow."""
+    check_sensor_mtf(consistent, sensor_mtf)
+    check_uncertainty(uncertainty, temporal, arch)
+
+
 def validate_request(source: str, destination: str, spec: ModelSpec) -> SceneInfo:
     """Validate input, output path and model together; returns the scene so it is read only once."""
     if _same_file(source, destination):

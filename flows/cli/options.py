@@ -6,7 +6,7 @@ import click
 
 from sr_geo.config import COMPRESSIONS, FIELDS, PRECISIONS, Config, load_config
 from sr_geo.models.registry import ARCHITECTURES, SCALES
-from sr_geo.preflight import check_sensor_mtf, check_uncertainty
+from sr_geo.preflight import check_inference_flags
 from sr_geo.stack import SCL_INVALID
 
 
@@ -75,8 +75,8 @@ def stack_options(fn):
 
 def check_inference(options: dict) -> None:
     """Refuse inference flags the model cannot honour before any service starts (the flows check again)."""
-    check_sensor_mtf(options["consistent"], options["sensor_mtf"])
-    check_uncertainty(options["uncertainty"], ARCHITECTURES[options["model"]].temporal, options["model"])
+    check_inference_flags(options["uncertainty"], options["consistent"], ARCHITECTURES[options["model"]].temporal,
+                          options["model"], options["sensor_mtf"])
 
 
 def resolve_settings(options: dict) -> Config:

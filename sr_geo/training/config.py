@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from sr_geo.config import PRECISIONS as RUN_PRECISIONS
 from sr_geo.degrade import DegradationRanges
 from sr_geo.models.registry import ARCHITECTURES, CLASSICAL
 
@@ -16,7 +17,7 @@ from sr_geo.models.registry import ARCHITECTURES, CLASSICAL
 DEFAULT_DEGRADATION = DegradationRanges(mtf_nyquist=(0.15, 0.45), noise_std=(0.0, 0.03))
 # The networks' arithmetic (`sr_geo.config.PRECISIONS` but auto, which would make the result depend on
 # the device): bfloat16 autocast keeps float32 weights and optimiser state.
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = tuple(precision for precision in RUN_PRECISIONS if precision != "auto")
 
 
 @dataclass(frozen=True)

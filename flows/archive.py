@@ -45,8 +45,8 @@ from sr_geo.catalog import (
     stale_reason,
 )
 from sr_geo.config import SettingValue, load_config
-from sr_geo.inference import InferenceOptions
-from sr_geo.models.registry import ARCHITECTURES, ModelSpec, build_model
+from sr_geo.inference_options import InferenceOptions
+from sr_geo.models.registry import ARCHITECTURES, ModelSpec, check_weights
 from sr_geo.stac import output_item, write_item_collection
 from workers.cluster import ray_session
 
@@ -152,7 +152,7 @@ def super_resolve_archive(
     environment), so a scheduled run is tuned where it runs. They are resolved once, here, and every
     scene runs with exactly these.
     """
-    build_model(ModelSpec(model, scale, weights), bands=1)  # an impossible request fails before any scene starts
+    check_weights(ModelSpec(model, scale, weights), bands=1)  # an impossible request fails before any scene starts
     temporal = ARCHITECTURES[model].temporal
     InferenceOptions.requested(uncertainty, consistent, temporal, model, sensor_mtf)
     destination = destination if storage.is_remote(destination) else os.path.abspath(destination)

@@ -24,8 +24,8 @@ from sr_geo import __version__, storage
 from sr_geo.config import Config, load_config
 from sr_geo.errors import SrGeoError
 from sr_geo.export import export_cog
-from sr_geo.inference import InferenceOptions
-from sr_geo.models.registry import ARCHITECTURES, ModelSpec, build_model, weights_id
+from sr_geo.inference_options import InferenceOptions
+from sr_geo.models.registry import ARCHITECTURES, ModelSpec, receptive_radius, weights_id
 from sr_geo.plan import plan_tiles
 from sr_geo.quicklook import write_quicklook
 from sr_geo.report import consistency_check
@@ -56,8 +56,8 @@ def plan_run(scene_attrs: dict, spec: ModelSpec, options: InferenceOptions, tile
     """
     scene = SceneInfo.from_attrs(scene_attrs)
     stack = Stack.from_attrs(stack_attrs) if stack_attrs else None
-    model = build_model(spec, scene.count)
-    halo = model.receptive_radius + options.extra_radius(spec.scale, model.temporal) if halo is None else halo
+    radius = receptive_radius(spec, scene.count)
+    halo = radius + options.extra_radius(spec.scale, ARCHITECTURES[spec.name].temporal) if halo is None else halo
     plan = plan_tiles(scene.grid.height, scene.grid.width, tile=tile, halo=halo, scale=spec.scale)
     sha = weights_id(spec, scene.count)
     inference = json.dumps(options.to_attrs(), sort_keys=True)
@@ -67,7 +67,7 @@ def plan_run(scene_attrs: dict, spec: ModelSpec, options: InferenceOptions, tile
     # on one output are serialised by `storage.output_lock`).
     name = hashlib.sha256(f"{key.digest()} {destination}".encode()).hexdigest()[:16]
     url = storage.join(workdir, f"{Path(scene.path.rsplit('/', 1)[-1]).stem}-{name}.zarr")
-    model_attrs = {"name": spec.name, "weights_sha256": sha, "receptive_radius": model.receptive_radius}
+    model_attrs = {"name": spec.name, "weights_sha256": sha, "receptive_radius": radius}
     store = TileStore.open_or_create(url, key=key, scene=scene, plan=plan, model_attrs=model_attrs,
                                      frames=len(stack.frames) if stack else 1, inference=options.to_attrs())
     if stack:

@@ -15,7 +15,7 @@ from prefect import flow, task
 from flows.stages import Run, plan_run, progress_bar
 from sr_geo import storage
 from sr_geo.config import SettingValue
-from sr_geo.inference import InferenceOptions
+from sr_geo.inference_options import InferenceOptions
 from sr_geo.models.registry import ARCHITECTURES, ModelSpec
 from sr_geo.preflight import check_uncertainty
 from sr_geo.stack import SCL_INVALID, CloudMask, Stack, validate_stack_request

@@ -41,6 +41,14 @@ COMPRESSIONS = ("deflate", "zstd")
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 
+def resolve_precision(device_type: str, precision: str = "auto") -> str:
+    """`precision` with auto made concrete for a device type ("cpu", "cuda"): the driver sizes a pool by
+    it without torch."""
+    if precision == "auto":
+        return "bfloat16" if device_type == "cuda" else "float32"
+    return precision
+
+
 @dataclass(frozen=True)
 class Config:
     """How a run uses the machines; `None` means "let sr-geo decide from what the cluster has"."""

@@ -11,13 +11,11 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import TypeVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+from sr_geo.grid import area_downsample
 
 
 @dataclass(frozen=True)
@@ -121,19 +119,6 @@ class DegradationRanges:
             mtf_nyquist=self.mtf_nyquist[0] + u_mtf * (self.mtf_nyquist[1] - self.mtf_nyquist[0]),
             noise_std=self.noise_std[0] + u_noise * (self.noise_std[1] - self.noise_std[0]),
         )
-
-
-def area_downsample(x: ArrayT, scale: int) -> ArrayT:
-    """Exact block mean over `scale × scale` blocks of the last two axes (numpy array or torch tensor).
-
-    This is what a detector does to the light that reaches it, and it maps an SR output back onto the
-    input grid (`sr_geo.grid` convention) without the half-pixel shift of strided or bilinear resampling.
-    """
-    height, width = x.shape[-2:]
-    if height % scale or width % scale:
-        raise ValueError(f"image size {height}×{width} is not a multiple of scale {scale}")
-    blocks = x.reshape(*x.shape[:-2], height // scale, scale, width // scale, scale)
-    return blocks.mean(axis=(-3, -1))
 
 
 def gaussian_psf_kernel(sigma: float, radius: int | None = None) -> torch.Tensor:

@@ -28,7 +28,7 @@ from rasterio.windows import Window
 from sr_geo.degrade import SensorModel
 from sr_geo.errors import InvalidRequestError
 from sr_geo.export import to_dtype
-from sr_geo.inference import InferenceOptions
+from sr_geo.inference_options import InferenceOptions
 from sr_geo.metrics import cpsnr, ergas, high_frequency_energy, psnr, sam, ssim
 from sr_geo.models.registry import ModelSpec, weights_path
 from sr_geo.models.temporal import masked_median

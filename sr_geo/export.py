@@ -25,11 +25,11 @@ from rasterio.windows import Window
 
 from sr_geo.config import COMPRESSIONS
 from sr_geo.errors import InvalidRequestError
-from sr_geo.inference import clearest_frame
 from sr_geo.memory import release_freed_memory
 from sr_geo.models.registry import ARCHITECTURES
 from sr_geo.parallel import for_each_tile
 from sr_geo.scene import SceneInfo
+from sr_geo.stack import clearest_frame
 from sr_geo.storage import configure_gdal, is_remote, publish
 from sr_geo.store import TileStore
 

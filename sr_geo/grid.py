@@ -12,10 +12,19 @@ coordinates (r + 0.5) / s - 0.5 in "pixel-centre" terms, the same convention as
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 from affine import Affine
 
 from sr_geo.errors import InvalidRasterError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+# numpy arrays or torch tensors, without importing torch here: the driver checks its output with
+# `area_downsample` and never loads torch.
+ArrayT = TypeVar("ArrayT", "np.ndarray", "torch.Tensor")
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,19 @@ class Grid:
             width=self.width * scale,
             height=self.height * scale,
         )
+
+
+def area_downsample(x: ArrayT, scale: int) -> ArrayT:
+    """Exact block mean over `scale × scale` blocks of the last two axes (numpy array or torch tensor).
+
+    This is what a detector does to the light that reaches it, and it maps an SR output back onto the
+    input grid (the convention above) without the half-pixel shift of strided or bilinear resampling.
+    """
+    height, width = x.shape[-2:]
+    if height % scale or width % scale:
+        raise ValueError(f"image size {height}×{width} is not a multiple of scale {scale}")
+    blocks = x.reshape(*x.shape[:-2], height // scale, scale, width // scale, scale)
+    return blocks.mean(axis=(-3, -1))
 
 
 def check_north_up(transform: Affine, source: str) -> None:

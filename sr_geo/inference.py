@@ -15,18 +15,18 @@ from __future__ import annotations
 import math
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from sr_geo.consistency import BackProjection
-from sr_geo.degrade import SensorModel
+from sr_geo.config import resolve_precision
 from sr_geo.errors import InvalidRequestError
+from sr_geo.inference_options import InferenceOptions
 from sr_geo.models.base import SRModel
 from sr_geo.plan import BORDER, TilePlan
-from sr_geo.preflight import check_inference_flags, check_uncertainty
-from sr_geo.stack import Stack
+from sr_geo.preflight import check_uncertainty
+from sr_geo.stack import Stack, clearest_frame
 from sr_geo.store import TileStore
 from sr_geo.uncertainty import dihedral_spread
 
@@ -61,78 +61,16 @@ class Normalisation:
         return self.std.astype(np.float32).reshape(-1, 1, 1)
 
 
-# Back-projection iterations for `--consistent`: enough to bring the LR residual of a trained model near
-# float precision under a block-mean sensor, and far down under the default PSF. A stack's frames are
-# matched in least squares, whose gain lies in fine detail the PSF attenuates: it keeps rising to 100
-# iterations (sr_geo.consistency); 50 take most of it at a halo of 18 LR pixels.
-CONSISTENCY_ITERATIONS = 8
-STACK_CONSISTENCY_ITERATIONS = 50
-
-
-@dataclass(frozen=True)
-class InferenceOptions:
-    """How the model is applied, recorded in the store so every actor applies it the same way.
-
-    `uncertainty` adds a per-pixel spread under dihedral transforms (sr_geo.uncertainty);
-    `consistency_iterations` > 0 back-projects the output onto the input under the sensor model
-    with MTF `consistency_mtf` at Nyquist (sr_geo.consistency): onto the one input of a single-image
-    model, onto every frame at its shift for a temporal one.
-    """
-
-    uncertainty: bool = False
-    consistency_iterations: int = 0
-    consistency_mtf: float = 0.3
-
-    @classmethod
-    def requested(cls, uncertainty: bool, consistent: bool, temporal: bool, arch: str,
-                  sensor_mtf: float | None = None) -> InferenceOptions:
-        """The options a run's flags ask for, refused in one line where the model cannot honour them.
-        `sensor_mtf` is the sensor's MTF at Nyquist that back-projection assumes (None: the default)."""
-        check_inference_flags(uncertainty, consistent, temporal, arch, sensor_mtf)
-        iterations = (STACK_CONSISTENCY_ITERATIONS if temporal else CONSISTENCY_ITERATIONS) if consistent else 0
-        options = cls(uncertainty, iterations)
-        if sensor_mtf is not None:
-            options = replace(options, consistency_mtf=sensor_mtf)
-        return options
-
-    def back_projection(self, scale: int) -> BackProjection | None:
-        if self.consistency_iterations <= 0:
-            return None
-        return BackProjection(SensorModel(scale, self.consistency_mtf), self.consistency_iterations)
-
-    def extra_radius(self, scale: int, temporal: bool = False) -> int:
-        """Halo the options need beyond the model's own receptive radius."""
-        projection = self.back_projection(scale)
-        if projection is None:
-            return 0
-        return projection.frames_radius if temporal else projection.radius
-
-    def to_attrs(self) -> dict:
-        return asdict(self)
-
-
-def clearest_frame(valid_counts: np.ndarray) -> int:
-    """Index of the frame with the most valid pixels, the earliest on ties: what single-image models see."""
-    return int(np.argmax(valid_counts))
-
-
 def choose_device(requested: str = "auto") -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)
 
 
-def resolve_precision(device: torch.device, precision: str = "auto") -> str:
-    """`precision` (one of `sr_geo.config.PRECISIONS`) with auto made concrete for `device`."""
-    if precision == "auto":
-        return "bfloat16" if device.type == "cuda" else "float32"
-    return precision
-
-
 def autocast(device: torch.device, precision: str):
     """bfloat16 autocast for the networks where the precision asks for it (inference and training alike);
     float32 needs none."""
-    if resolve_precision(device, precision) == "bfloat16":
+    if resolve_precision(device.type, precision) == "bfloat16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
 
@@ -211,11 +149,11 @@ def tiles_per_call(model: SRModel, bands: int, frames: int, region: tuple[int, i
 
 
 def call_memory_budget(device: torch.device, host_bytes: float, gpu_share: float) -> float:
-    """Bytes an actor's model calls may use: `CALL_MEMORY_FRACTION` of its share of the GPU's memory,
-    or on CPU the `host_bytes` the pool gave it."""
+    """Bytes an actor's model calls may use: `CALL_MEMORY_FRACTION` of its share of the GPU's memory, or on
+    CPU of the `host_bytes` of the node's memory the pool gave it (0: unbounded)."""
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).total_memory * gpu_share * CALL_MEMORY_FRACTION
-    return host_bytes
+    return host_bytes * CALL_MEMORY_FRACTION
 
 
 def check_tile_fits(model: SRModel, bands: int, frames: int, plan: TilePlan, budget: float) -> None:

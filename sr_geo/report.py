@@ -14,7 +14,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from sr_geo.degrade import area_downsample
+from sr_geo.grid import area_downsample
 from sr_geo.metrics import phase_correlation_shift
 from sr_geo.scene import data_bands, read_valid
 

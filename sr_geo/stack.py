@@ -329,6 +329,11 @@ def parse_mask_values(text: str) -> tuple[int, ...]:
         raise InvalidRequestError(f"--mask-values {text}: expected integers, e.g. 3,8,9,10") from None
 
 
+def clearest_frame(valid_counts: np.ndarray) -> int:
+    """Index of the frame with the most valid pixels, the earliest on ties: what single-image models see."""
+    return int(np.argmax(valid_counts))
+
+
 def valid_fractions(stack: Stack, max_side: int = VALID_SAMPLE_SIDE) -> tuple[float, ...]:
     """The fraction of the reference grid each frame observes, as the tiler will see it: the frame's own
     mask and finite values, what it covers of the reference, and its cloud mask. Sampled at most

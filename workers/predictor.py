@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import ray
-import torch
 from ray.util import ActorPool
 from ray.util.placement_group import (
     PlacementGroup,
@@ -23,15 +22,8 @@ from ray.util.placement_group import (
 )
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from sr_geo.config import Config
+from sr_geo.config import Config, resolve_precision
 from sr_geo.errors import InvalidRequestError
-from sr_geo.inference import (
-    CALL_MEMORY_FRACTION,
-    TilePredictor,
-    call_memory_budget,
-    choose_device,
-    resolve_precision,
-)
 from sr_geo.memory import map_large_blocks
 from sr_geo.models.registry import ModelSpec, build_model
 
@@ -44,7 +36,7 @@ class PoolConfig:
     threads: int = 1
     gpus_per_actor: float = 0.0
     batch_size: int = 4  # tiles per call to an actor; its model calls hold at most batch_size 4-band tiles
-    host_memory: float = 0.0  # bytes of the node's memory for one CPU actor's model calls (0: unbounded)
+    host_memory: float = 0.0  # bytes of the node's memory for one CPU actor (0: unbounded)
     device: str = "auto"
     precision: str = "float32"  # the network's arithmetic on `device` (auto resolved by `size_pool`)
     placement_timeout: float = 600.0  # seconds a pool larger than every node layout waits for the cluster to grow
@@ -72,6 +64,11 @@ IN_FLIGHT = 2
 class PredictorActor:
     def __init__(self, store_url: str, spec: ModelSpec, bands: int, pool: PoolConfig,
                  storage_options: dict | None) -> None:
+        # torch loads here, in the actor: the driver hands out tile ids and never needs it.
+        import torch
+
+        from sr_geo.inference import TilePredictor, call_memory_budget, choose_device
+
         map_large_blocks()  # batch buffers of the same sizes, all life long: see sr_geo.memory
         torch.set_num_threads(pool.threads)
         device = choose_device(pool.device)
@@ -98,8 +95,8 @@ def size_pool(config: Config, device: str, cpus: int, node_cpus: int, gpus: int,
     one actor per node with all of its threads beats several single-threaded ones: torch parallelises
     the convolutions, and another model copy would only add memory. Threads share the cluster's CPUs
     between the actors and never exceed what a node has, or the actor could never be placed. A CPU
-    actor's model calls get `CALL_MEMORY_FRACTION` of Ray's memory on the node, shared by the actors
-    that fit there.
+    actor gets Ray's memory on the node shared by the actors that fit there, of which its model calls
+    take `sr_geo.inference.CALL_MEMORY_FRACTION`.
     """
     node_cpus = max(1, min(node_cpus, cpus))
     on_gpu = bool(gpus) and device in ("auto", "cuda")
@@ -109,8 +106,8 @@ def size_pool(config: Config, device: str, cpus: int, node_cpus: int, gpus: int,
     per_node = max(1, min(actors, node_cpus // threads))
     placed = "cuda" if on_gpu else ("cpu" if device == "auto" else device)
     return PoolConfig(actors=actors, threads=threads, gpus_per_actor=share, batch_size=config.batch_size,
-                      host_memory=node_memory * CALL_MEMORY_FRACTION / per_node, device=placed,
-                      precision=resolve_precision(torch.device(placed), config.precision),
+                      host_memory=node_memory / per_node, device=placed,
+                      precision=resolve_precision(placed, config.precision),
                       placement_timeout=config.placement_timeout)
 
 

@@ -9,7 +9,7 @@ import click
 
 from flows.cli.options import check_inference, pipeline_options, resolve_settings
 from sr_geo.catalog import check_source
-from sr_geo.models.registry import ModelSpec, build_model
+from sr_geo.models.registry import ModelSpec, check_weights
 
 
 @click.command("archive")
@@ -31,7 +31,7 @@ def command(source: str, destination: str, asset: str | None, **options) -> None
     """
     config = resolve_settings(options)
     check_inference(options)
-    build_model(ModelSpec(options["model"], options["scale"], options["weights"]), bands=1)
+    check_weights(ModelSpec(options["model"], options["scale"], options["weights"]), bands=1)
     check_source(source, destination)
     from flows.startup import run_services  # Prefect and Ray load once the request is valid
 

@@ -6,11 +6,11 @@ import click
 from rasterio.crs import CRS
 
 from flows.cli.options import stack_options
-from sr_geo.inference import clearest_frame, tile_bytes
+from sr_geo.inference import tile_bytes
 from sr_geo.models.registry import ARCHITECTURES, ModelSpec, build_model
 from sr_geo.plan import plan_tiles
 from sr_geo.scene import SceneInfo, inspect_scene
-from sr_geo.stack import (CloudMask, Stack, inspect_stack, names_a_stack, parse_mask_values,
+from sr_geo.stack import (CloudMask, Stack, clearest_frame, inspect_stack, names_a_stack, parse_mask_values,
                           valid_fractions)
 
 

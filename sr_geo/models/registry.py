@@ -4,8 +4,9 @@ Learned models are band-agnostic, so one weights file per (model, scale) serves 
 shipped weights live in `sr_geo/weights/` as `{name}_x{scale}.safetensors`.
 
 Everything here but `build_model` works without torch: a command checks the request (model names,
-scales, the weights' headers) and starts Ray while torch and the networks load, instead of after them
-(1.2 s of imports on this machine kind), and a refusal returns before they would have loaded.
+scales, the weights' headers) before torch and the networks would load (1.2 s of imports on this
+machine kind), so a refusal is quick, and the driver plans a run (halo from `receptive_radius`) without
+ever loading them: only the actors run models.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Architecture:
     module: str
     class_name: str
     temporal: bool = False  # reads a time stack: frames, their validity and shifts (`SRModel.temporal`)
+    radius: int | None = None  # receptive radius of a model without weights; weights carry their own
 
     def load(self) -> type[SRModel]:
         return getattr(importlib.import_module(self.module), self.class_name)
@@ -37,8 +39,8 @@ class Architecture:
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 ARCHITECTURES = {
-    "bicubic": Architecture("sr_geo.models.bicubic", "Bicubic"),
-    "lanczos": Architecture("sr_geo.models.lanczos", "Lanczos"),
+    "bicubic": Architecture("sr_geo.models.bicubic", "Bicubic", radius=2),  # Keys' kernel: 2 taps a side
+    "lanczos": Architecture("sr_geo.models.lanczos", "Lanczos", radius=3),  # Lanczos-3
     "cnn": Architecture("sr_geo.models.cnn", "CNN"),
     "gan": Architecture("sr_geo.models.gan", "RRDBNet"),
     "rnn": Architecture("sr_geo.models.rnn", "RNN", temporal=True),
@@ -87,6 +89,16 @@ def weights_id(spec: ModelSpec, bands: int) -> str:
     """SHA-256 of the weights that will run ('none' for bicubic): part of provenance and resume keys."""
     path = weights_path(spec, bands)
     return "none" if path is None else file_sha256(path)
+
+
+def receptive_radius(spec: ModelSpec, bands: int) -> int:
+    """The model's `receptive_radius`, the planner's default halo, without building the model: from the
+    weights' header (the measured effective radius, else the theoretical one), or the architecture's."""
+    path = check_weights(spec, bands)
+    if path is None:
+        return ARCHITECTURES[spec.name].radius
+    metadata = weights_metadata(path)
+    return int(metadata.get("effective_radius", metadata["theoretical_radius"]))
 
 
 def build_model(spec: ModelSpec, bands: int) -> SRModel:

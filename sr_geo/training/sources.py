@@ -23,8 +23,8 @@ import rasterio
 from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
 
-from sr_geo.degrade import area_downsample
 from sr_geo.errors import InvalidRequestError
+from sr_geo.grid import area_downsample
 from sr_geo.scene import data_bands
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".png", ".jpg", ".jpeg", ".img", ".vrt")

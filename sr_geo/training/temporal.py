@@ -35,7 +35,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from sr_geo.degrade import SensorModel, area_downsample, separable_convolve
+from sr_geo.degrade import SensorModel, separable_convolve
+from sr_geo.grid import area_downsample
 from sr_geo.training.data import Batch, PatchSampler, ValidationPatch, _choice
 from sr_geo.training.split import Split
 

@@ -72,7 +72,7 @@ def test_consistent_run_is_seam_free_and_reproduces_the_input(make_raster, tmp_p
     """--consistent: the halo grows by the back-projection radius, tiles stay exact, and the output
     degraded by the sensor model is much closer to the input than without it."""
     from sr_geo.degrade import SensorModel
-    from sr_geo.inference import InferenceOptions
+    from sr_geo.inference_options import InferenceOptions
 
     source = make_raster(96, 88, bands=2, dtype="float32", seed=11)
     runs = {}
@@ -129,7 +129,7 @@ def test_config_file_and_given_settings_size_the_predictor_pool(make_raster, tmp
 
     node_memory = max(node["Resources"]["memory"] for node in ray.nodes() if node["Alive"])
     assert summary["pool"] == {"actors": 2, "threads": 1, "gpus_per_actor": 0.0, "batch_size": 3, "device": "cpu",
-                               "precision": "float32", "placement_timeout": 600.0, "host_memory": node_memory * 0.75 / 2}
+                               "precision": "float32", "placement_timeout": 600.0, "host_memory": node_memory / 2}
     assert summary["tiles_inferred"] == summary["tiles"] == 16
     assert "Inference: 2 actors × 1 threads on cpu in float32, batches of 3 tiles." in Artifact.get("sr-geo-scene-report").data
 

@@ -256,6 +256,30 @@ print("torch" in sys.modules)
                                         "False"]
 
 
+@pytest.mark.slow
+def test_the_driver_runs_a_scene_and_a_stack_without_torch(cli_env, make_raster, tmp_path) -> None:
+    """Only the actors run models: the driver plans (the halo from the weights' header), tiles, exports and
+    reports without torch, which would add 178 MiB and 1.4 CPU s to it."""
+    scene = make_raster(32, 32)
+    frames = [str(make_raster(32, 32, seed=seed, name=f"t{seed}.tif")) for seed in range(2)]
+    probe = f"""
+import sys
+from flows.cli import main
+for args in (["run", {str(scene)!r}, "-o", {str(tmp_path / "scene_x4.tif")!r}, "--model", "cnn"],
+             ["run-stack", *{frames!r}, "-o", {str(tmp_path / "stack_x4.tif")!r}, "--model", "rnn"]):
+    try:
+        main(args)
+    except SystemExit as exc:
+        assert exc.code in (0, None), exc.code
+print("torch" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=cli_env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "False"
+    assert (tmp_path / "scene_x4.tif").is_file() and (tmp_path / "stack_x4.tif").is_file()
+
+
 def _servers_started_with(marker: str) -> list[int]:
     """Temporary Prefect servers still running whose environment holds `marker`."""
     found = []

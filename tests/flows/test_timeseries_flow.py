@@ -79,7 +79,7 @@ def test_consistent_stack_output_is_seam_free_at_the_projections_measured_radius
     """--consistent on a stack projects onto every frame at its shift; its halo is the model's radius plus the
     projection's measured one, and tiles then differ from the whole stack by less than the seam tolerance."""
     from flows.timeseries import super_resolve_timeseries
-    from sr_geo.inference import InferenceOptions
+    from sr_geo.inference_options import InferenceOptions
     from sr_geo.models.receptive import SEAM_TOLERANCE
 
     torch.manual_seed(0)

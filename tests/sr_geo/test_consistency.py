@@ -8,8 +8,10 @@ import torch
 
 from conftest import smooth_texture
 from sr_geo.consistency import BackProjection
-from sr_geo.degrade import SensorModel, area_downsample
-from sr_geo.inference import InferenceOptions, Normalisation, TilePredictor, predict_whole
+from sr_geo.degrade import SensorModel
+from sr_geo.grid import area_downsample
+from sr_geo.inference import Normalisation, TilePredictor, predict_whole
+from sr_geo.inference_options import InferenceOptions
 from sr_geo.models.bicubic import bicubic_upsample
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from sr_geo.degrade import DegradationRanges, SensorModel, area_downsample, gaussian_psf_kernel
+from sr_geo.degrade import DegradationRanges, SensorModel, gaussian_psf_kernel
+from sr_geo.grid import area_downsample
 
 
 def kernel_mtf(kernel: torch.Tensor, frequency: float) -> float:
@@ -35,23 +36,6 @@ def test_gaussian_psf_kernel_is_normalised_and_symmetric() -> None:
     assert float(kernel.sum()) == pytest.approx(1.0, abs=1e-15)
     torch.testing.assert_close(kernel, kernel.flip(0))
     assert len(gaussian_psf_kernel(1.5, radius=2)) == 5
-
-
-def test_area_downsample_of_constant_is_constant() -> None:
-    np.testing.assert_array_equal(area_downsample(np.full((2, 8, 12), 3.25), 4), np.full((2, 2, 3), 3.25))
-
-
-def test_area_downsample_of_ramp_is_block_mean() -> None:
-    ramp = np.arange(36, dtype=np.float64).reshape(1, 6, 6)  # value = 6y + x
-    # Block (i, j) covers rows 3i..3i+2, cols 3j..3j+2: mean = 6(3i + 1) + (3j + 1).
-    expected = np.array([[[7.0, 10.0], [25.0, 28.0]]])
-    np.testing.assert_array_equal(area_downsample(ramp, 3), expected)
-    torch.testing.assert_close(area_downsample(torch.from_numpy(ramp), 3), torch.from_numpy(expected))
-
-
-def test_area_downsample_rejects_non_multiple() -> None:
-    with pytest.raises(ValueError, match="multiple"):
-        area_downsample(np.zeros((1, 7, 8)), 2)
 
 
 def test_degrade_shape_and_constant_preservation() -> None:

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
+import torch
 from affine import Affine
 from rasterio.crs import CRS
 
 from sr_geo.errors import InvalidRasterError
-from sr_geo.grid import Grid, check_north_up
+from sr_geo.grid import Grid, area_downsample, check_north_up
 
 UTM_WKT = CRS.from_epsg(32618).to_wkt()
 UTM_TRANSFORM = Affine(10.0, 0.0, 435730.0, 0.0, -10.0, 4179460.0)
@@ -96,3 +98,20 @@ def test_check_north_up_refuses(transform: Affine, words: str) -> None:
     assert words in message
     assert message.startswith("/data/scene.tif: ")
     assert "\n" not in message
+
+
+def test_area_downsample_of_constant_is_constant() -> None:
+    np.testing.assert_array_equal(area_downsample(np.full((2, 8, 12), 3.25), 4), np.full((2, 2, 3), 3.25))
+
+
+def test_area_downsample_of_ramp_is_block_mean() -> None:
+    ramp = np.arange(36, dtype=np.float64).reshape(1, 6, 6)  # value = 6y + x
+    # Block (i, j) covers rows 3i..3i+2, cols 3j..3j+2: mean = 6(3i + 1) + (3j + 1).
+    expected = np.array([[[7.0, 10.0], [25.0, 28.0]]])
+    np.testing.assert_array_equal(area_downsample(ramp, 3), expected)
+    torch.testing.assert_close(area_downsample(torch.from_numpy(ramp), 3), torch.from_numpy(expected))
+
+
+def test_area_downsample_rejects_non_multiple() -> None:
+    with pytest.raises(ValueError, match="multiple"):
+        area_downsample(np.zeros((1, 7, 8)), 2)

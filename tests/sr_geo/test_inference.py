@@ -14,14 +14,16 @@ import torch
 from conftest import write_raster, smooth_texture
 from sr_geo.errors import InvalidRequestError
 from sr_geo.inference import (
-    InferenceOptions,
+    CALL_MEMORY_FRACTION,
     Normalisation,
     TilePredictor,
+    call_memory_budget,
     check_tile_fits,
     predict_whole,
     run_model,
     tile_bytes,
 )
+from sr_geo.inference_options import InferenceOptions
 from sr_geo.models.base import SRModel
 from sr_geo.models.registry import ARCHITECTURES, ModelSpec, build_model
 from sr_geo.plan import plan_tiles
@@ -179,6 +181,10 @@ def test_temporal_models_count_frames_in_a_tiles_memory() -> None:
     assert tile_bytes(cnn, 4, 8, (10, 10)) == tile_bytes(cnn, 4, 1, (10, 10)) == 320 * 4 * 1600  # frames: not its
 
 
+def test_model_calls_take_a_share_of_the_actors_host_memory() -> None:
+    assert call_memory_budget(CPU, 2**30, 0.0) == CALL_MEMORY_FRACTION * 2**30
+
+
 def test_a_tile_larger_than_an_actor_can_hold_is_refused_with_a_tile_that_fits() -> None:
     from sr_geo.models.cnn import CNN
 
@@ -241,22 +247,6 @@ def test_source_raster_round_trip(tmp_path: Path) -> None:
         np.testing.assert_array_equal(ds.read(), data)
         np.testing.assert_array_equal(ds.dataset_mask() > 0, mask)
     assert 0 <= data.min() and data.max() <= 256
-
-
-def test_requested_options_follow_the_flags_and_refuse_what_the_model_cannot_honour():
-    from sr_geo.errors import InvalidRequestError
-    from sr_geo.inference import CONSISTENCY_ITERATIONS, STACK_CONSISTENCY_ITERATIONS
-
-    assert InferenceOptions.requested(False, False, False, "cnn") == InferenceOptions()
-    single = InferenceOptions.requested(True, True, False, "cnn", sensor_mtf=0.2)
-    assert (single.uncertainty, single.consistency_iterations, single.consistency_mtf) == (True, CONSISTENCY_ITERATIONS, 0.2)
-    stack = InferenceOptions.requested(False, True, True, "rnn")
-    assert (stack.consistency_iterations, stack.consistency_mtf) == (STACK_CONSISTENCY_ITERATIONS, 0.3)
-    assert stack.extra_radius(4, temporal=True) == stack.back_projection(4).frames_radius
-    with pytest.raises(InvalidRequestError, match="--sensor-mtf sets what --consistent assumes"):
-        InferenceOptions.requested(False, False, False, "cnn", sensor_mtf=0.2)
-    with pytest.raises(InvalidRequestError, match="--uncertainty is not supported for the temporal model 'rnn'"):
-        InferenceOptions.requested(True, False, True, "rnn")
 
 
 @pytest.mark.parametrize("name", ["cnn", "gan", "rnn"])

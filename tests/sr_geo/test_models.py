@@ -15,7 +15,8 @@ from sr_geo.models.discriminator import PatchDiscriminator
 from sr_geo.models.gan import RRDBNet
 from sr_geo.models.header import read_metadata
 from sr_geo.models.receptive import SEAM_TOLERANCE, effective_radius
-from sr_geo.models.registry import ARCHITECTURES, WEIGHTS_DIR, ModelSpec, build_model, weights_path
+from sr_geo.models.registry import (ARCHITECTURES, CLASSICAL, SCALES, WEIGHTS_DIR, ModelSpec, build_model,
+                                    receptive_radius, weights_path)
 from sr_geo.models.weights import load_weights, save_weights
 
 SHIPPED = [("cnn", 2), ("cnn", 4), ("gan", 4)]
@@ -53,6 +54,13 @@ def test_the_registry_says_of_each_model_what_its_class_says(name: str) -> None:
     """The registry knows models without importing them (torch loads later); its entries must agree with the classes."""
     cls = ARCHITECTURES[name].load()
     assert cls.arch == name and cls.temporal is ARCHITECTURES[name].temporal
+
+
+@pytest.mark.parametrize(("name", "scale"), [(name, scale) for name in CLASSICAL for scale in SCALES] + SHIPPED + [("rnn", 4)])
+def test_the_planners_radius_is_the_models_own(name: str, scale: int) -> None:
+    """The driver plans the halo from the registry and the weights' header, never building the model."""
+    spec = ModelSpec(name, scale)
+    assert receptive_radius(spec, 3) == build_model(spec, 3).receptive_radius
 
 
 @pytest.mark.parametrize(("name", "scale"), SHIPPED)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import smooth_texture, write_raster
-from sr_geo.degrade import area_downsample
+from sr_geo.grid import area_downsample
 from sr_geo.registration import estimate_shift
 from sr_geo.stack import inspect_stack
 from sr_geo.training.temporal import shifted_blur

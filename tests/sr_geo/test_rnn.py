@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from conftest import smooth_texture
-from sr_geo.degrade import SensorModel, area_downsample
+from sr_geo.degrade import SensorModel
+from sr_geo.grid import area_downsample
 from sr_geo.models.bicubic import bicubic_upsample
 from sr_geo.models.registry import ARCHITECTURES, ModelSpec, build_model
 from sr_geo.models.rnn import RNN, SHIFT_LATTICE, SHIFT_REACH, lattice_weights

@@ -13,8 +13,9 @@ from affine import Affine
 from safetensors.torch import load_file
 
 from conftest import UTM_TRANSFORM, smooth_texture, write_raster
-from sr_geo.degrade import DegradationRanges, area_downsample
+from sr_geo.degrade import DegradationRanges
 from sr_geo.errors import InvalidRequestError
+from sr_geo.grid import area_downsample
 from sr_geo.models.header import read_metadata
 from sr_geo.models.weights import load_weights
 from sr_geo.training.config import TrainConfig

@@ -61,12 +61,12 @@ def test_the_precision_follows_the_setting_and_auto_the_device(config, device, c
 
 
 @pytest.mark.parametrize(("config", "cluster", "host_gib"), [
-    (Config(), (2, 2, 0), 12.0),  # one actor: 3/4 of Ray's memory on the node for its model calls
-    (Config(actors=2), (2, 2, 0), 6.0),  # two 1-thread actors share the node
-    (Config(), (32, 16, 0), 12.0),  # two 16-thread actors on two nodes: one per node
-    (Config(actors=4, threads=2), (8, 8, 0), 3.0),
+    (Config(), (2, 2, 0), 16.0),  # one actor: all of Ray's memory on the node
+    (Config(actors=2), (2, 2, 0), 8.0),  # two 1-thread actors share the node
+    (Config(), (32, 16, 0), 16.0),  # two 16-thread actors on two nodes: one per node
+    (Config(actors=4, threads=2), (8, 8, 0), 4.0),
 ])
-def test_cpu_actors_share_the_nodes_memory_for_their_model_calls(config, cluster, host_gib):
+def test_cpu_actors_share_the_nodes_memory(config, cluster, host_gib):
     assert size_pool(config, "auto", *cluster, NODE_MEMORY).host_memory == host_gib * 2**30
 
 

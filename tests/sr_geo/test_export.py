@@ -349,6 +349,20 @@ def test_to_dtype_rounds_clips_and_keeps_valid_pixels_off_nodata() -> None:
                                   np.array([[[-3.2, 0.4, 0.6, 1.5, 254.6, np.nan]]], dtype=np.float32))
 
 
+@pytest.mark.parametrize(("dtype", "nodata"), [("uint8", 0), ("uint16", None), ("int16", 2), ("float32", None)])
+def test_to_dtype_into_reused_buffers_gives_the_same_pixels(dtype: str, nodata: float | None) -> None:
+    """Export converts each tile into per-thread buffers, rounding its float copy in place; without
+    them the caller's array stays as it was."""
+    values = np.random.default_rng(3).normal(100, 80, (2, 5, 7)).astype(np.float32)
+    valid = np.random.default_rng(4).random((5, 7)) > 0.2
+    kept = values.copy()
+    expected = to_dtype(values, valid, dtype, nodata)
+    np.testing.assert_array_equal(values, kept)
+    out = np.full(values.shape, 7, dtype)
+    assert to_dtype(values, valid, dtype, nodata, out=out) is out
+    np.testing.assert_array_equal(out, expected)
+
+
 def test_zstd_writes_the_same_cog_as_deflate(tmp_path: Path, make_raster) -> None:
     """The codec is a setting because it changes only the bytes: same pixels, masks and overviews."""
     mask = np.ones((150, 140), dtype=bool)

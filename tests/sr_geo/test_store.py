@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +164,27 @@ def test_markers(make_raster, tmp_path: Path, marker: str) -> None:
     assert store.pending(marker) == [1, 2, 3, 4, 6, 7]
     other = "done" if marker == "tiled" else "tiled"
     assert store.pending(other) == list(range(9))
+
+
+POOL_PROBE = """
+import sys, threading, zarr
+from sr_geo.store import TileStore
+TileStore.open(sys.argv[1], mode="r").group["input"][:]  # 20 chunks read at once
+pool = sum(thread.name.startswith(("zarr_pool", "asyncio_")) for thread in threading.enumerate())  # its, asyncio's
+print(zarr.config.get("threading.max_workers"), pool)
+"""
+
+
+@pytest.mark.parametrize("configured", [None, "1"])
+def test_zarrs_thread_pool_is_the_cores_unless_configured(make_raster, tmp_path: Path, configured) -> None:
+    """Each pool thread keeps the chunk buffers it freed (a malloc arena of its own): zarr's default of
+    cores + 4 made a process's memory depend on its pool, so the store sizes it to the cores."""
+    create(make_raster(50, 70, bands=3), tmp_path / "run.zarr", tile=16)
+    env = {k: v for k, v in os.environ.items() if k != "ZARR_THREADING__MAX_WORKERS"}
+    if configured:
+        env["ZARR_THREADING__MAX_WORKERS"] = configured
+    done = subprocess.run([sys.executable, "-c", POOL_PROBE, str(tmp_path / "run.zarr")], env=env,
+                          capture_output=True, text=True, timeout=120, check=True)
+    workers, pool = map(int, done.stdout.split())
+    assert workers == int(configured or os.cpu_count())
+    assert 1 <= pool <= workers

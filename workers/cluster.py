@@ -53,7 +53,18 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     try:
         yield
     finally:
+        if not address:
+            _stop_autoscaler_monitor()
         ray.shutdown()
+
+
+def _stop_autoscaler_monitor() -> None:
+    """Stop the local cluster's autoscaler monitor before `ray.shutdown`, which stops the GCS before it:
+    the monitor's SIGTERM handler then reports to the dead GCS until Ray kills it a second later, 1.0
+    of the 1.35 s that the shutdown took on every local run. A one-node cluster has nothing to scale."""
+    node = ray._private.worker._global_node
+    if node is not None:
+        node.kill_monitor(check_alive=False)
 
 
 @contextmanager

@@ -58,6 +58,7 @@ def model_card(
             "hr_patch": config.patch,
             "seed": config.seed,
             "precision": config.precision,
+            "ema_decay": config.ema_decay,
             "seconds": round(seconds, 1),
             "hardware": hardware(device),
             "command": command,

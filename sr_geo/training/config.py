@@ -64,6 +64,9 @@ class TrainConfig:
     hf_energy_weight: float = 1.0
     attribution: str = ""
     init_weights: str = ""
+    # The weights validated and shipped: an exponential moving average of the generator's over the steps
+    # (decay per step; 0 ships the last step's). Adversarial steps swing the texture from batch to batch.
+    ema_decay: float = 0.0
     precision: str = "float32"  # one of PRECISIONS; bfloat16 ran twice the steps per second on a CPU with AMX
 
     def __post_init__(self) -> None:
@@ -78,6 +81,8 @@ class TrainConfig:
             raise ValueError(f"pretrain_steps must be in [0, steps], got {self.pretrain_steps}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from sr_geo.errors import InvalidRequestError
@@ -94,6 +95,11 @@ def train(
         )
     trainer = Trainer(config, generator, optimizers["generator"], modules.get("discriminator"),
                       optimizers.get("discriminator"))
+    averaged = None
+    if config.ema_decay:
+        averaged = AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+        modules["ema"] = averaged
+    shipped = averaged.module if averaged is not None else generator  # what is validated and written
     progress = load_checkpoint(run_dir, config_record, modules, optimizers)
     baseline_model = MedianBicubic(config.scale) if temporal else Bicubic(config.scale)
     baseline = evaluate(baseline_model, val_patches, torch_device) if val_patches else {}
@@ -113,6 +119,8 @@ def train(
             valid, shifts = (None if t is None else t.to(torch_device) for t in (batch.valid, batch.shifts))
             terms = trainer.step(step, batch.lr.to(torch_device), batch.hr.to(torch_device),
                                  learning_rate(config, step), valid, shifts)
+            if averaged is not None:
+                averaged.update_parameters(generator)
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + value
             logged += 1
@@ -125,7 +133,7 @@ def train(
                 bar.set_postfix({name: f"{value:.4f}" for name, value in means.items()})
                 sums, logged = {}, 0
             if val_patches and (progress.step % config.eval_every == 0 or progress.step == config.steps):
-                scores = evaluate(generator, val_patches, torch_device)
+                scores = evaluate(shipped, val_patches, torch_device)
                 progress.history.append({"kind": "val", "step": progress.step, **scores})
                 bar.write(f"step {progress.step}: val PSNR {scores['psnr']:.2f} dB (bicubic {baseline['psnr']:.2f}), "
                           f"SSIM {scores['ssim']:.4f} (bicubic {baseline['ssim']:.4f}), "
@@ -138,7 +146,7 @@ def train(
     finally:
         bar.close()
     checkpoint()
-    return _finish(config, run_dir, weights_out, generator, rasters, split, val_patches, baseline, progress,
+    return _finish(config, run_dir, weights_out, shipped, rasters, split, val_patches, baseline, progress,
                    torch_device, command)
 
 

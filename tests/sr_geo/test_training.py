@@ -24,6 +24,7 @@ from sr_geo.training.loop import train
 from sr_geo.training.schedule import learning_rate
 from sr_geo.training.sources import load_rasters
 from sr_geo.training.split import split_rasters
+from sr_geo.training.steps import Trainer
 
 RANGES = DegradationRanges()
 
@@ -165,8 +166,10 @@ def test_adversarial_training_in_bfloat16_keeps_every_term_finite(scenes: Path, 
     assert all(np.isfinite(value) for h in history for name, value in h.items() if name not in ("kind", "step"))
 
 
-def test_a_stopped_run_resumes_exactly_where_it_stopped(scenes: Path, tmp_path: Path, monkeypatch) -> None:
-    config = tiny_config((str(scenes / "place_a_1.tif"),), steps=20)
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_a_stopped_run_resumes_exactly_where_it_stopped(scenes: Path, tmp_path: Path, monkeypatch,
+                                                        ema_decay: float) -> None:
+    config = tiny_config((str(scenes / "place_a_1.tif"),), steps=20, ema_decay=ema_decay)
     whole = train(config, tmp_path / "whole", progress_bar=False)
     batch = PatchSampler.batch
 
@@ -187,6 +190,30 @@ def test_a_stopped_run_resumes_exactly_where_it_stopped(scenes: Path, tmp_path: 
         torch.testing.assert_close(tensor, expected[name], rtol=0, atol=0)
     optimizers = torch.load(tmp_path / "stopped" / "checkpoint" / "optimizers-20.pt", weights_only=True)
     assert set(optimizers) == {"generator"}
+
+
+def test_the_shipped_weights_are_the_moving_average_of_the_generators(scenes: Path, tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    after_each_step = []
+    step = Trainer.step
+
+    def recording(self: Trainer, *args, **kwargs):
+        terms = step(self, *args, **kwargs)
+        after_each_step.append({k: v.detach().clone() for k, v in self.generator.state_dict().items()})
+        return terms
+
+    monkeypatch.setattr(Trainer, "step", recording)
+    result = train(tiny_config((str(scenes / "place_a_1.tif"),), steps=5, ema_decay=0.75), tmp_path / "run",
+                   progress_bar=False)
+    expected = dict(after_each_step[0])  # the average starts at the first step's weights
+    for weights in after_each_step[1:]:
+        expected = {k: 0.75 * expected[k] + 0.25 * weights[k] for k in expected}
+    shipped = load_file(str(result.weights))
+    assert set(shipped) == set(expected)
+    for name, tensor in shipped.items():
+        torch.testing.assert_close(tensor, expected[name], rtol=1e-5, atol=1e-7)
+    assert not torch.equal(shipped[name], after_each_step[-1][name])
+    assert json.loads(read_metadata(result.weights)["training"])["ema_decay"] == 0.75
 
 
 def test_resume_refuses_other_settings(scenes: Path, tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from sr_geo.config import PRECISIONS
+from sr_geo.hardware import cpu_description
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -443,7 +444,7 @@ def main() -> None:
                    rounds=0) for b in (4, 12)]
     export = _case("export", size=args.export_size, rounds=args.rounds)
     results = {
-        "machine": f"{os.cpu_count()} CPU cores, no GPU" if not _has_gpu() else f"{os.cpu_count()} cores + GPU",
+        "machine": f"{os.cpu_count()} cores of {cpu_description()}, " + ("a GPU" if _has_gpu() else "no GPU"),
         "command": "python -m benchmarks.run " + " ".join(sys.argv[1:]),
         "efficiency": efficiency, "memory": memory, "bands": bands, "export": export,
         "store_codecs": _case("store-codecs", rounds=args.rounds), "startup": _case("startup"), "projection": project_s2(efficiency, export),

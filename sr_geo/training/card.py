@@ -7,10 +7,9 @@ model that made its LR inputs, how long and where it trained, and its validation
 
 from __future__ import annotations
 
-import platform
-
 import torch
 
+from sr_geo.hardware import cpu_description
 from sr_geo.training.config import TrainConfig
 from sr_geo.training.sources import Raster
 
@@ -19,7 +18,7 @@ def hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return f"GPU {torch.cuda.get_device_name(device)}"
     threads = torch.get_num_threads()
-    return f"CPU ({platform.machine()}, {threads} torch thread{'s' if threads > 1 else ''}, no GPU)"
+    return f"CPU {cpu_description()}, {threads} torch thread{'s' if threads > 1 else ''}, no GPU"
 
 
 def model_card(

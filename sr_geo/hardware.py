@@ -1,0 +1,38 @@
+"""What CPU a measurement ran on, for benchmark reports and model cards.
+
+This project's machines of one kind came with different CPUs from session to session (an Intel Xeon
+with AMX, an AMD EPYC without native bfloat16), and speed figures, bfloat16's above all (2× faster with
+AMX, several times slower emulated), mean nothing without it.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+CPUINFO = Path("/proc/cpuinfo")
+# CPU flags (Linux names) of native bfloat16 arithmetic; without them torch emulates it.
+BFLOAT16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_description(cpuinfo: Path = CPUINFO) -> str:
+    """The CPU's model name and whether it computes bfloat16 natively, e.g. "AMD EPYC (no native bfloat16)"."""
+    fields = _first_processor(cpuinfo)
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
+    if not flags:
+        return name
+    native = [flag for flag in BFLOAT16_FLAGS if flag in flags]
+    return f"{name} ({'bfloat16: ' + ', '.join(native) if native else 'no native bfloat16'})"
+
+
+def _first_processor(cpuinfo: Path) -> dict[str, str]:
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return {}
+    fields = {}
+    for line in text.split("\n\n", 1)[0].splitlines():
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields

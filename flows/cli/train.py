@@ -49,6 +49,8 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
               help="GAN: weight of the radial power-spectrum term.")
 @click.option("--hf-energy-weight", default=_DEFAULTS["hf_energy_weight"], show_default=True, type=float,
               help="GAN: weight of the batch's energy above half Nyquist against the HR's.")
+@click.option("--chroma-weight", default=_DEFAULTS["chroma_weight"], show_default=True, type=float,
+              help="GAN: weight of the bands' deviations from their mean against the HR's (less colour grain).")
 @click.option("--ema-decay", default=_DEFAULTS["ema_decay"], show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Ship (and validate) a moving average of the generator's weights with this decay per step; "
                    "0: the last step's.")

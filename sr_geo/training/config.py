@@ -62,6 +62,7 @@ class TrainConfig:
     feature_matching_weight: float = 0.1
     frequency_weight: float = 1.0
     hf_energy_weight: float = 1.0
+    chroma_weight: float = 0.0
     attribution: str = ""
     init_weights: str = ""
     # The weights validated and shipped: an exponential moving average of the generator's over the steps

@@ -4,8 +4,9 @@ The generator of the GAN is trained with L1 (fidelity), a relativistic average a
 (realism), and perceptual-style terms that need no pretrained network: feature matching on the
 discriminator's own features (Salimans et al. 2016; the paired form of pix2pixHD), a radial
 power-spectrum loss that asks each patch for the right amount of energy at each spatial frequency,
-which L1 alone under-rewards (its optimum under uncertainty is a blur), and the batch's energy above
-half Nyquist, which keeps the most textured ground from being left short.
+which L1 alone under-rewards (its optimum under uncertainty is a blur), the batch's energy above
+half Nyquist, which keeps the most textured ground from being left short, and a chroma term that keeps
+synthesised texture coherent across bands.
 """
 
 from __future__ import annotations
@@ -71,6 +72,17 @@ def pooled_high_frequency(sr: torch.Tensor, hr: torch.Tensor, eps: float = 1e-6)
     high = torch.from_numpy(high_rings(sr.shape[-2], sr.shape[-1])).to(sr.device)
     return (torch.log(_power_profile(sr, rings)[:, high].sum() + eps)
             - torch.log(_power_profile(hr, rings)[:, high].sum() + eps)).abs()
+
+
+def chroma(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    """L1 between the output's and the HR's deviations from their mean over bands.
+
+    The generator synthesises texture band by band (its bands share only their mean between blocks), so
+    texture the LR cannot pin down comes out with a different pattern in each band: colour grain, and a
+    spectral angle to the HR well above the CNN's. Weighting this term pulls the bands' differences
+    towards the HR's while leaving the detail the bands share to the texture terms. Zero for one band.
+    """
+    return ((sr - sr.mean(dim=1, keepdim=True)) - (hr - hr.mean(dim=1, keepdim=True))).abs().mean()
 
 
 def _power_profile(x: torch.Tensor, rings: torch.Tensor) -> torch.Tensor:

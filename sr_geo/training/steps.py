@@ -64,6 +64,7 @@ class Trainer:
             "feature_matching": losses.feature_matching(fake_features, real_features),
             "frequency": losses.radial_spectrum(sr, hr),
             "hf_energy": losses.pooled_high_frequency(sr, hr),
+            "chroma": losses.chroma(sr, hr),
         }
         total = (
             terms["l1"]
@@ -71,6 +72,7 @@ class Trainer:
             + c.feature_matching_weight * terms["feature_matching"]
             + c.frequency_weight * terms["frequency"]
             + c.hf_energy_weight * terms["hf_energy"]
+            + c.chroma_weight * terms["chroma"]
         )
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()

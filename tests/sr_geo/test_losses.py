@@ -1,4 +1,4 @@
-"""The GAN's spectral losses: phase-free, in log power, on the rings of the HF metric."""
+"""The GAN's spectral losses (phase-free, in log power, on the rings of the HF metric) and its chroma term."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from sr_geo.metrics import high_frequency_energy
-from sr_geo.training.losses import _power_profile, _ring_means, pooled_high_frequency, radial_spectrum
+from sr_geo.training.losses import _power_profile, _ring_means, chroma, pooled_high_frequency, radial_spectrum
 
 
 def texture(seed: int, shape: tuple[int, ...] = (2, 3, 48, 40)) -> torch.Tensor:
@@ -53,3 +53,13 @@ def test_pooled_high_frequency_weighs_patches_by_their_energy() -> None:
     assert math.isclose(pooled_high_frequency(2 * hr, hr, eps=0.0).item(), math.log(4), rel_tol=1e-5)
     half = torch.cat([0.5 * textured, smooth])
     assert pooled_high_frequency(half, hr).item() > 0.9 * math.log(4)  # the smooth patch's share is tiny
+
+
+def test_chroma_ignores_what_the_bands_share_and_counts_what_they_do_not() -> None:
+    hr = texture(3)
+    shared = texture(4)[:, :1]  # the same detail added to every band
+    assert chroma(hr + shared, hr).item() < 1e-6
+    assert chroma(hr[:, :1] + 5.0, hr[:, :1]).item() == 0.0  # one band has no chroma
+    grain = torch.zeros_like(hr)
+    grain[:, 0] = 1.0  # one band of three one unit off: deviations from the mean 2/3, 1/3, 1/3
+    assert math.isclose(chroma(hr + grain, hr).item(), (2 / 3 + 1 / 3 + 1 / 3) / 3, rel_tol=1e-5)

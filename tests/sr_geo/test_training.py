@@ -162,7 +162,7 @@ def test_adversarial_training_in_bfloat16_keeps_every_term_finite(scenes: Path, 
                          batch_size=2, log_every=1, eval_every=4, checkpoint_every=4, precision="bfloat16")
     train(config, tmp_path / "run", progress_bar=False)
     history = [h for h in json.loads((tmp_path / "run" / "progress.json").read_text())["history"] if h["kind"] == "train"]
-    assert {"adversarial", "feature_matching", "frequency", "hf_energy", "discriminator"} <= set(history[-1])
+    assert {"adversarial", "feature_matching", "frequency", "hf_energy", "chroma", "discriminator"} <= set(history[-1])
     assert all(np.isfinite(value) for h in history for name, value in h.items() if name not in ("kind", "step"))
 
 

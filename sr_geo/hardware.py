@@ -1,8 +1,8 @@
 """What CPU a measurement ran on, for benchmark reports and model cards.
 
-This project's machines of one kind came with different CPUs from session to session (an Intel Xeon
-with AMX, an AMD EPYC without native bfloat16), and speed figures, bfloat16's above all (2× faster with
-AMX, several times slower emulated), mean nothing without it.
+Cloud machines of one kind may come with different CPUs (this project measured on an Intel Xeon with
+AMX and on an AMD EPYC without native bfloat16), and speed figures, bfloat16's above all (2× faster with
+AMX, several times slower emulated), mean nothing without the CPU they came from.
 """
 
 from __future__ import annotations

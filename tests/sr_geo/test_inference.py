@@ -273,11 +273,12 @@ def test_bfloat16_stays_close_to_float32_and_auto_is_float32_on_cpu(name: str) -
 @pytest.mark.parametrize(("name", "bound"), [("cnn", 0.03), ("gan", 0.1)])
 def test_tiling_in_bfloat16_stays_close_to_the_whole_image(tmp_path: Path, name: str, bound: float) -> None:
     """Exact tiling is a float32 property: in bfloat16 each layer's rounding follows how the convolution
-    ordered its sums, which varies with the input's size (measured 0.011 and 0.048 of the output's std)."""
+    ordered its sums, which varies with the input's size (measured 0.013 and 0.042 of the output's std).
+    A small scene: on a CPU without native bfloat16 it is emulated, about ten times slower."""
     model = build_model(ModelSpec(name, 4), 3)
-    path, data, mask = scene_raster(tmp_path)
+    path, data, mask = scene_raster(tmp_path, height=48, width=60)
     halo = model.receptive_radius
-    store = tiled_store(path, tmp_path / "run.zarr", tile=36, halo=halo, scale=4, name=name)
+    store = tiled_store(path, tmp_path / "run.zarr", tile=24, halo=halo, scale=4, name=name)
     predictor = TilePredictor(str(tmp_path / "run.zarr"), model, CPU, precision="bfloat16")
     predictor.predict(list(range(store.plan.n_tiles)))
     tiled = store.group["output"][:]

@@ -24,6 +24,7 @@ from sr_geo import __version__, storage
 from sr_geo.config import Config, load_config
 from sr_geo.errors import SrGeoError
 from sr_geo.export import export_cog
+from sr_geo.hardware import NO_NATIVE_BFLOAT16
 from sr_geo.inference_options import InferenceOptions
 from sr_geo.models.registry import ARCHITECTURES, ModelSpec, receptive_radius, weights_id
 from sr_geo.plan import plan_tiles
@@ -80,7 +81,8 @@ def plan_run(scene_attrs: dict, spec: ModelSpec, options: InferenceOptions, tile
 
 @task(name="infer", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_bad_input)
 def infer(store_url: str, spec: ModelSpec, config: Config, device: str) -> dict:
-    """Returns tiles inferred now, the one-time start-up seconds (Ray, actors, model loading) and the pool."""
+    """Returns tiles inferred now, the one-time start-up seconds (Ray, actors, model loading), the pool and
+    what its actors ran on (nothing when no tile was left to infer)."""
     store = TileStore.open(store_url)
     pending = store.pending("done")
     start = time.perf_counter()
@@ -90,7 +92,8 @@ def infer(store_url: str, spec: ModelSpec, config: Config, device: str) -> dict:
         with progress_bar(store.plan.n_tiles, "inference", store.plan.n_tiles - len(pending)) as bar:
             run = run_pool(store_url, pending, spec, store.group["input"].shape[2], pool,
                            on_batch=lambda ids: bar.update(len(ids)))
-    return {"tiles": run.tiles, "startup_seconds": ray_seconds + run.startup_seconds, "pool": asdict(pool)}
+    return {"tiles": run.tiles, "startup_seconds": ray_seconds + run.startup_seconds, "pool": asdict(pool),
+            "hardware": list(run.hardware)}
 
 
 @task(name="export", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_bad_input)
@@ -112,11 +115,16 @@ def export(store_url: str, destination: str, workdir: str, compression: str) -> 
     return layers
 
 
-def describe_pool(pool: dict) -> str:
-    """One line for reports: e.g. `2 actors × 4 threads, 0.5 GPU each on cuda in bfloat16, batches of 8 tiles`."""
+def describe_pool(pool: dict, hardware: list[str]) -> str:
+    """One line for reports, e.g. `2 actors × 4 threads, 0.5 GPU each on NVIDIA H100 80GB HBM3 in bfloat16,
+    batches of 8 tiles`: the actors' `hardware` where they reported it, else the device type. bfloat16
+    that a CPU only emulates is named, since it is then several times slower than float32."""
     gpus = f", {pool['gpus_per_actor']:g} GPU each" if pool["gpus_per_actor"] else ""
     actors = f"{pool['actors']} actor{'s' if pool['actors'] != 1 else ''}"
-    return (f"{actors} × {pool['threads']} threads{gpus} on {pool['device']} in {pool['precision']}, "
+    where = "; ".join(hardware) or pool["device"]
+    emulated = pool["precision"] == "bfloat16" and any(NO_NATIVE_BFLOAT16 in name for name in hardware)
+    warning = " (emulated where a CPU lacks it: several times slower than float32)" if emulated else ""
+    return (f"{actors} × {pool['threads']} threads{gpus} on {where} in {pool['precision']}{warning}, "
             f"batches of {pool['batch_size']} tiles")
 
 
@@ -132,7 +140,7 @@ def report(source: str, destination: str, scale: int, summary: dict, quicklook: 
         f"{summary['megapixels_per_second']:.2f} MP/s end to end after {summary['startup_seconds']:.1f} s of "
         "one-time start-up (Ray, actors, model loading).",
         "",
-        f"Inference: {describe_pool(summary['pool'])}.",
+        f"Inference: {describe_pool(summary['pool'], summary['hardware'])}.",
         "",
         "| stage | seconds |",
         "|---|---|",
@@ -199,7 +207,7 @@ class Run:
         summary = {
             "source": source, "destination": self.destination, "model": self.spec.name, "scale": scale, **details,
             "tiles": plan.n_tiles, "tiles_inferred": inferred["tiles"], "startup_seconds": inferred["startup_seconds"],
-            "pool": inferred["pool"], "halo": plan.halo, "store": store_url, "layers": layers,
+            "pool": inferred["pool"], "hardware": inferred["hardware"], "halo": plan.halo, "store": store_url, "layers": layers,
             "seconds": self.seconds, "output_megapixels": megapixels, "megapixels_per_second": megapixels / working,
         }
         summary = report(source, self.destination, scale, summary, quicklook)

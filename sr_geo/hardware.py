@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import platform
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 CPUINFO = Path("/proc/cpuinfo")
 # CPU flags (Linux names) of native bfloat16 arithmetic; without them torch emulates it.
 BFLOAT16_FLAGS = ("amx_bf16", "avx512_bf16")
+NO_NATIVE_BFLOAT16 = "no native bfloat16"
 
 
 def cpu_description(cpuinfo: Path = CPUINFO) -> str:
@@ -23,7 +28,17 @@ def cpu_description(cpuinfo: Path = CPUINFO) -> str:
     if not flags:
         return name
     native = [flag for flag in BFLOAT16_FLAGS if flag in flags]
-    return f"{name} ({'bfloat16: ' + ', '.join(native) if native else 'no native bfloat16'})"
+    return f"{name} ({'bfloat16: ' + ', '.join(native) if native else NO_NATIVE_BFLOAT16})"
+
+
+def device_description(device: torch.device, cpuinfo: Path = CPUINFO) -> str:
+    """What a model runs on: the GPU's name, or the CPU's (`cpu_description`). An actor reports it, since a
+    cluster's nodes need not have the driver's hardware."""
+    if device.type == "cuda":
+        import torch
+
+        return torch.cuda.get_device_name(device)
+    return cpu_description(cpuinfo)
 
 
 def _first_processor(cpuinfo: Path) -> dict[str, str]:

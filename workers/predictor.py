@@ -24,6 +24,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from sr_geo.config import Config, resolve_precision
 from sr_geo.errors import InvalidRequestError
+from sr_geo.hardware import device_description
 from sr_geo.memory import map_large_blocks
 from sr_geo.models.registry import ModelSpec, build_model
 
@@ -49,10 +50,12 @@ class PoolConfig:
 
 @dataclass(frozen=True)
 class PoolRun:
-    """What a pool run did: tiles processed, and seconds spent starting actors and loading models."""
+    """What a pool run did: tiles processed, seconds spent starting actors and loading models, and what
+    the actors ran on (`sr_geo.hardware.device_description`, each distinct one once)."""
 
     tiles: int
     startup_seconds: float
+    hardware: tuple[str, ...] = ()
 
 
 # Two batches in flight per actor (a threaded actor listed twice in the pool): one in the model,
@@ -77,11 +80,12 @@ class PredictorActor:
                                        batch_size=pool.batch_size, memory_budget=budget or None,
                                        precision=pool.precision)
 
-    def ready(self) -> bool:
-        """Returns once the model is loaded: lets the driver time start-up apart from inference. Refuses
-        (`InvalidRequestError`) a tile larger than this actor's memory, CPU or GPU, before any tile runs."""
+    def ready(self) -> str:
+        """Returns what the model runs on, once it is loaded: lets the driver time start-up apart from
+        inference. Refuses (`InvalidRequestError`) a tile larger than this actor's memory, CPU or GPU,
+        before any tile runs."""
         self.predictor.check_tile_fits()
-        return True
+        return device_description(self.predictor.device)
 
     def predict(self, tile_ids: list[int]) -> list[int]:
         return self.predictor.predict(tile_ids)
@@ -167,7 +171,7 @@ def run_pool(
             for i in range(pool.actors)
         ]
         try:
-            ray.get([actor.ready.remote() for actor in actors])
+            hardware = tuple(sorted(set(ray.get([actor.ready.remote() for actor in actors]))))
         except ray.exceptions.RayTaskError as exc:
             if isinstance(exc.cause, InvalidRequestError):
                 raise exc.cause from None  # a refusal, as one line: not Ray's remote traceback
@@ -188,4 +192,4 @@ def run_pool(
         for actor in actors:
             ray.kill(actor)
         remove_placement_group(group)
-    return PoolRun(tiles=done, startup_seconds=startup)
+    return PoolRun(tiles=done, startup_seconds=startup, hardware=hardware)

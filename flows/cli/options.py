@@ -97,4 +97,4 @@ def print_summary(summary: dict) -> None:
         f"{summary['megapixels_per_second']:.2f} MP/s; consistency PSNR [{psnr}] dB, "
         f"shift ({check['shift_y']:+.3f}, {check['shift_x']:+.3f}) px"
     )
-    click.echo(f"inference: {describe_pool(summary['pool'])}")
+    click.echo(f"inference: {describe_pool(summary['pool'], summary['hardware'])}")

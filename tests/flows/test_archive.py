@@ -22,6 +22,7 @@ from conftest import UTM_TRANSFORM, smooth_texture, write_raster
 from flows.archive import super_resolve_archive
 from sr_geo.catalog import Manifest
 from sr_geo.config import FIELDS, Config
+from sr_geo.hardware import cpu_description
 
 pytestmark = pytest.mark.slow
 GOOD = ["a.tif", "t/2024-01.tif", "t/2024-02.tif"]
@@ -115,7 +116,8 @@ def test_settings_are_resolved_once_and_reach_every_scene(first_run):
     assert settings == {**dataclasses.asdict(Config()), "batch_size": 3, "scenes_in_flight": 2,
                         "workdir": str(dest / ".sr-geo" / "work")}
     assert all({key: kwargs[key] for key in FIELDS} == settings for kwargs in observed.kwargs)
-    assert "1 actor × 2 threads on cpu in float32, batches of 3 tiles" in Artifact.get("sr-geo-scene-report").data
+    assert (f"1 actor × 2 threads on {cpu_description()} in float32, batches of 3 tiles"
+            in Artifact.get("sr-geo-scene-report").data)
 
 
 def test_time_stack_is_recorded_and_each_date_processed(first_run):

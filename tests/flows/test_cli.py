@@ -17,6 +17,7 @@ import rasterio
 from affine import Affine
 
 from conftest import free_port, write_raster
+from sr_geo.hardware import cpu_description
 
 SR_GEO = [sys.executable, "-m", "flows.cli"]
 
@@ -103,7 +104,7 @@ def test_run_writes_georeferenced_cog(make_raster, tmp_path, cli_env):
                     "--compression", "zstd", env=cli_env)
     assert result.returncode == 0, result.stderr
     assert "wrote" in result.stdout and "consistency PSNR" in result.stdout
-    assert "inference: 2 actors × 1 threads on cpu in float32, batches of 3 tiles" in result.stdout
+    assert f"inference: 2 actors × 1 threads on {cpu_description()} in float32, batches of 3 tiles" in result.stdout
     with rasterio.open(source) as src, rasterio.open(destination) as out:
         assert out.crs == src.crs and out.bounds == src.bounds and out.res == (5.0, 5.0)
         assert out.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"

@@ -9,6 +9,7 @@ import torch
 
 from conftest import smooth_texture, write_raster
 from flows.scene import super_resolve_scene
+from sr_geo.hardware import cpu_description
 from sr_geo.inference import Normalisation, predict_whole
 from sr_geo.models.registry import ModelSpec, build_model
 from sr_geo.store import TileStore
@@ -131,7 +132,9 @@ def test_config_file_and_given_settings_size_the_predictor_pool(make_raster, tmp
     assert summary["pool"] == {"actors": 2, "threads": 1, "gpus_per_actor": 0.0, "batch_size": 3, "device": "cpu",
                                "precision": "float32", "placement_timeout": 600.0, "host_memory": node_memory / 2}
     assert summary["tiles_inferred"] == summary["tiles"] == 16
-    assert "Inference: 2 actors × 1 threads on cpu in float32, batches of 3 tiles." in Artifact.get("sr-geo-scene-report").data
+    assert summary["hardware"] == [cpu_description()]  # as the actors found it
+    report = Artifact.get("sr-geo-scene-report").data
+    assert f"Inference: 2 actors × 1 threads on {cpu_description()} in float32, batches of 3 tiles." in report
 
 
 def test_runs_of_one_scene_to_two_outputs_at_once_both_finish(make_raster, tmp_path):

@@ -13,6 +13,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from conftest import UTM_TRANSFORM, smooth_texture, write_raster
+from sr_geo.hardware import cpu_description
 from sr_geo.inference import Normalisation, predict_whole
 from sr_geo.models.rnn import RNN
 from sr_geo.models.weights import save_weights
@@ -169,7 +170,7 @@ def test_run_stack_takes_its_settings_from_the_config_file_and_flags(tmp_path, c
     result = run_stack([*map(str, paths), "-o", str(tmp_path / "out.tif"), "--scale", "4", "--tile", "32",
                         "--threads", "1"], env)
     assert result.returncode == 0, result.stderr
-    assert "inference: 1 actor × 1 threads on cpu in float32, batches of 5 tiles" in result.stdout
+    assert f"inference: 1 actor × 1 threads on {cpu_description()} in float32, batches of 5 tiles" in result.stdout
     assert "(reference)" in result.stdout
     with rasterio.open(paths[0]) as src, rasterio.open(tmp_path / "out.tif") as out:
         assert out.bounds == src.bounds and (out.height, out.width) == (280, 256)

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from sr_geo.hardware import cpu_description
+from sr_geo.hardware import cpu_description, device_description
 
 XEON = """processor\t: 0
 model name\t: Intel(R) Xeon(R) Platinum 8480C
@@ -31,3 +31,11 @@ def test_the_cpu_is_named_with_its_bfloat16_support(tmp_path: Path, text: str, e
 def test_without_cpuinfo_the_platform_names_the_cpu(tmp_path: Path) -> None:
     assert cpu_description(tmp_path / "missing")  # a name from `platform`, whatever the OS
     assert "bfloat16" not in cpu_description(tmp_path / "missing")
+
+
+def test_a_cpu_device_is_described_by_its_cpu(tmp_path: Path) -> None:
+    import torch
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(EPYC)
+    assert device_description(torch.device("cpu"), cpuinfo) == "AMD EPYC (no native bfloat16)"

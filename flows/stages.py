@@ -24,7 +24,7 @@ from sr_geo import __version__, storage
 from sr_geo.config import Config, load_config
 from sr_geo.errors import SrGeoError
 from sr_geo.export import export_cog
-from sr_geo.hardware import NO_NATIVE_BFLOAT16
+from sr_geo.hardware import emulated_bfloat16
 from sr_geo.inference_options import InferenceOptions
 from sr_geo.models.registry import ARCHITECTURES, ModelSpec, receptive_radius, weights_id
 from sr_geo.plan import plan_tiles
@@ -122,7 +122,7 @@ def describe_pool(pool: dict, hardware: list[str]) -> str:
     gpus = f", {pool['gpus_per_actor']:g} GPU each" if pool["gpus_per_actor"] else ""
     actors = f"{pool['actors']} actor{'s' if pool['actors'] != 1 else ''}"
     where = "; ".join(hardware) or pool["device"]
-    emulated = pool["precision"] == "bfloat16" and any(NO_NATIVE_BFLOAT16 in name for name in hardware)
+    emulated = emulated_bfloat16(pool["precision"], hardware)
     warning = " (emulated where a CPU lacks it: several times slower than float32)" if emulated else ""
     return (f"{actors} × {pool['threads']} threads{gpus} on {where} in {pool['precision']}{warning}, "
             f"batches of {pool['batch_size']} tiles")

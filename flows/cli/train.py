@@ -67,6 +67,8 @@ def command(sources: tuple[str, ...], stacks: tuple[str, ...], run_dir: str, wei
     keeps those bands). The validation split is by location; rerun the same command to resume."""
     import torch
 
+    from sr_geo.hardware import device_description, emulated_bfloat16
+    from sr_geo.inference import choose_device
     from sr_geo.training.loop import train
 
     if threads:
@@ -75,6 +77,10 @@ def command(sources: tuple[str, ...], stacks: tuple[str, ...], run_dir: str, wei
         config = TrainConfig(sources=sources, stacks=stacks, **options)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    hardware = device_description(choose_device(device))
+    if emulated_bfloat16(config.precision, [hardware]):
+        click.echo(f"sr-geo: warning: bfloat16 is emulated on {hardware}, several times slower than "
+                   "float32 (--precision float32)", err=True)
     if fresh:
         shutil.rmtree(run_dir, ignore_errors=True)
     result = train(config, run_dir, weights_out=weights_out, device=device,

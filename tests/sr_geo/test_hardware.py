@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from sr_geo.hardware import cpu_description, device_description
+from sr_geo.hardware import cpu_description, device_description, emulated_bfloat16
 
 XEON = """processor\t: 0
 model name\t: Intel(R) Xeon(R) Platinum 8480C
@@ -39,3 +39,13 @@ def test_a_cpu_device_is_described_by_its_cpu(tmp_path: Path) -> None:
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(EPYC)
     assert device_description(torch.device("cpu"), cpuinfo) == "AMD EPYC (no native bfloat16)"
+
+
+@pytest.mark.parametrize(("precision", "hardware", "expected"), [
+    ("bfloat16", ["AMD EPYC (no native bfloat16)"], True),
+    ("bfloat16", ["Intel(R) Xeon(R) Platinum 8480C (bfloat16: amx_bf16)", "AMD EPYC (no native bfloat16)"], True),
+    ("bfloat16", ["Intel(R) Xeon(R) Platinum 8480C (bfloat16: amx_bf16)", "NVIDIA H100 80GB HBM3"], False),
+    ("float32", ["AMD EPYC (no native bfloat16)"], False),
+])
+def test_bfloat16_is_flagged_where_a_cpu_only_emulates_it(precision: str, hardware: list[str], expected: bool) -> None:
+    assert emulated_bfloat16(precision, hardware) is expected

@@ -84,11 +84,14 @@ def infer(store_url: str, spec: ModelSpec, config: Config, device: str) -> dict:
     """Returns tiles inferred now, the one-time start-up seconds (Ray, actors, model loading), the pool and
     what its actors ran on (nothing when no tile was left to infer)."""
     store = TileStore.open(store_url)
-    pending = store.pending("done")
     start = time.perf_counter()
     with ray_session(config.ray_address, num_cpus=os.cpu_count()):
         ray_seconds = time.perf_counter() - start
         pool = size_pool(config, device, *cluster_resources())
+        if redone := store.claim_precision(pool.precision):
+            get_run_logger().warning("%d finished tiles were inferred in another precision than %s: redone in it",
+                                     redone, pool.precision)
+        pending = store.pending("done")
         with progress_bar(store.plan.n_tiles, "inference", store.plan.n_tiles - len(pending)) as bar:
             run = run_pool(store_url, pending, spec, store.group["input"].shape[2], pool,
                            on_batch=lambda ids: bar.update(len(ids)))

@@ -85,7 +85,7 @@ def provenance_tags(store: TileStore) -> dict[str, str]:
         "SR_GEO_SOURCE": os.path.basename(attrs["source"]["path"]),
         "SR_GEO_SOURCE_SIZE": str(attrs["source"]["size"]),
         "SR_GEO_RUN_KEY": attrs["run_key"],
-    }
+    } | ({"SR_GEO_PRECISION": attrs["precision"]} if "precision" in attrs else {})
 
 
 @dataclass(frozen=True)

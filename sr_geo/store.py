@@ -148,6 +148,24 @@ class TileStore:
             pass
         return cls.create(url, key=key, storage_options=storage_options, **create)
 
+    def claim_precision(self, precision: str) -> int:
+        """Record the arithmetic this run's tiles are inferred in; returns how many finished tiles had to be
+        redone for it (their done markers cleared).
+
+        Not part of the run key, because "auto" is only resolved once the cluster is known (bfloat16 on a
+        GPU, float32 on CPUs); but tiles of two precisions differ by a few hundredths of the output's std,
+        which would show as seams, so a run resumed in another precision (a GPU run finished on CPUs)
+        redoes its finished tiles. A store from before this record keeps them."""
+        before = self.attrs.get("precision")
+        if before == precision:
+            return 0
+        redone = 0 if before is None else self.plan.n_tiles - len(self.pending("done"))
+        if redone:
+            self.group["done"][:] = 0
+        self.attrs = {**self.attrs, "precision": precision}
+        self.group.attrs["sr_geo"] = self.attrs
+        return redone
+
     # -- markers --------------------------------------------------------------------------------
 
     def pending(self, marker: str) -> list[int]:

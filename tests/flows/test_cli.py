@@ -109,6 +109,7 @@ def test_run_writes_georeferenced_cog(make_raster, tmp_path, cli_env):
         assert out.crs == src.crs and out.bounds == src.bounds and out.res == (5.0, 5.0)
         assert out.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
         assert out.tags()["SR_GEO_MODEL"] == "bicubic" and out.compression.name == "zstd"
+        assert out.tags()["SR_GEO_PRECISION"] == "float32"
     assert not list(destination.parent.glob(".*.partial"))
 
 

@@ -183,3 +183,18 @@ def test_alpha_band_becomes_the_outputs_mask(tmp_path):
         assert out.count == 3 and [ci.name for ci in out.colorinterp] == ["red", "green", "blue"]
         np.testing.assert_array_equal(out.dataset_mask() > 0, np.repeat(np.repeat(data[3] > 0, 2, axis=0), 2, axis=1))
     assert min(summary["consistency"]["psnr"]) > 35
+
+
+def test_a_run_resumed_in_another_precision_redoes_its_finished_tiles(make_raster, random_cnn_weights, tmp_path):
+    """bfloat16 tiles beside float32 ones would show as seams: a store's tiles all come from one precision."""
+    source = make_raster(48, 40, bands=2, dtype="uint16", seed=2)
+    weights = str(random_cnn_weights(scale=2))
+    run = {"model": "cnn", "scale": 2, "weights": weights, "tile": 16, "keep_store": True,
+           "workdir": str(tmp_path / "work")}
+    first = super_resolve_scene(str(source), str(tmp_path / "a.tif"), precision="float32", **run)
+    again = super_resolve_scene(str(source), str(tmp_path / "a.tif"), precision="float32", **run)
+    other = super_resolve_scene(str(source), str(tmp_path / "a.tif"), precision="bfloat16", **run)
+    assert (first["tiles_inferred"], again["tiles_inferred"], other["tiles_inferred"]) == (9, 0, 9)
+    assert TileStore.open(other["store"], mode="r").attrs["precision"] == "bfloat16"
+    with rasterio.open(tmp_path / "a.tif") as out:
+        assert out.tags()["SR_GEO_PRECISION"] == "bfloat16"

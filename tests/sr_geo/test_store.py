@@ -188,3 +188,13 @@ def test_zarrs_thread_pool_is_the_cores_unless_configured(make_raster, tmp_path:
     workers, pool = map(int, done.stdout.split())
     assert workers == int(configured or os.cpu_count())
     assert 1 <= pool <= workers
+
+
+def test_finished_tiles_of_another_precision_are_redone(make_raster, tmp_path: Path) -> None:
+    store = create(make_raster(40, 40), tmp_path / "run.zarr", tile=16)  # 9 tiles
+    for tile_id in (0, 4):
+        store.mark("done", tile_id)
+    assert store.claim_precision("float32") == 0  # a store from before the record keeps its tiles
+    assert store.claim_precision("float32") == 0 and len(store.pending("done")) == 7
+    assert store.claim_precision("bfloat16") == 2 and len(store.pending("done")) == 9
+    assert TileStore.open(str(tmp_path / "run.zarr"), mode="r").attrs["precision"] == "bfloat16"

@@ -17,13 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from flows.ports import free_port
+
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _answers(url: str) -> bool:
@@ -51,7 +47,7 @@ def _wait(ready, what: str, processes: list[subprocess.Popen], timeout: float = 
 def running_services(env: dict[str, str], tmp: Path) -> Iterator[dict[str, str]]:
     """Start both (each in its own process group, stopped by signal: `ray stop` would end every Ray
     process of the user); yields `env` plus the variables that point `sr-geo` at them."""
-    ray_port, prefect_port, dashboard_agent = _free_port(), _free_port(), _free_port()
+    ray_port, prefect_port, dashboard_agent = free_port(), free_port(), free_port()
     ray_temp = Path(tmp) / "ray"
     ray_temp.mkdir()
     common = {**env, "RAY_AUTH_MODE": "disabled", "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"}

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+from flows.ports import free_port
 from sr_geo.errors import InvalidRequestError
 
 
@@ -46,9 +46,7 @@ class TemporaryServer:
     """
 
     def __init__(self) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         self.url = f"http://127.0.0.1:{port}/api"
         # --app-dir: this package, not a `flows` folder of the user's working directory, serves the app
         self._process = subprocess.Popen(

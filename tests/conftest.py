@@ -6,7 +6,6 @@ Rasters are made by the tests themselves (fixed seeds), so the suite runs on a f
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +14,8 @@ import pytest
 import rasterio
 import torch
 from affine import Affine
+
+from flows.ports import free_port
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -49,13 +50,6 @@ def write_raster(path: Path, data: np.ndarray, *, nodata: float | None = None, m
             if mask is not None:
                 dst.write_mask(mask.astype("uint8") * 255)
     return path
-
-
-def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on now (servers started by tests bind it next)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -176,15 +170,12 @@ S3_SECRET = "SRGEO-TEST-SECRET-7f3a9c"  # recognisable, so a leak is found by a 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory) -> dict[str, str]:
     """A real S3-compatible server (moto) on 127.0.0.1 with a bucket; returns the client environment."""
-    import socket
     import subprocess
     import sys
     import time
     import urllib.request
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     moto = Path(sys.executable).with_name("moto_server")
     process = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

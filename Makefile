@@ -20,8 +20,8 @@ demo: venv
 	$(BIN)/sr-geo demo -o demo-output
 
 # The system tests spend much of their time waiting on processes that start (a 13 s `sr-geo run` keeps
-# one of two cores busy), so two workers fill two cores: 17.4 → 11.1–11.5 min on a 2-core EPYC. Each test file runs on one worker, so a
-# module's fixtures start once. TEST_WORKERS=0 runs everything in this process.
+# one of two cores busy), so two workers fill two cores: 17.4 → 11.1–11.5 min on a 2-core EPYC. Each
+# test file runs on one worker, so a module's fixtures start once. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 PYTEST := $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 

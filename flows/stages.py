@@ -210,7 +210,8 @@ class Run:
         summary = {
             "source": source, "destination": self.destination, "model": self.spec.name, "scale": scale, **details,
             "tiles": plan.n_tiles, "tiles_inferred": inferred["tiles"], "startup_seconds": inferred["startup_seconds"],
-            "pool": inferred["pool"], "hardware": inferred["hardware"], "halo": plan.halo, "store": store_url, "layers": layers,
+            "pool": inferred["pool"], "hardware": inferred["hardware"], "halo": plan.halo, "store": store_url,
+            "layers": layers,
             "seconds": self.seconds, "output_megapixels": megapixels, "megapixels_per_second": megapixels / working,
         }
         summary = report(source, self.destination, scale, summary, quicklook)
